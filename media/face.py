@@ -1,0 +1,286 @@
+"""Face tracking with MediaPipe face mesh (478 landmarks), and fixed-size face crops.
+
+Coordinates are pixels of the input frame: ``landmarks[..., 0]`` is x (column), ``[..., 1]`` is y
+(row), ``[..., 2]`` is MediaPipe's relative depth scaled by the frame width. Frames where no face
+was found are flagged in ``FaceTrack.found`` (their landmarks are NaN); they never raise. The crop
+geometry of such frames is interpolated from their neighbours so that a crop sequence always has
+one crop per frame.
+
+Crops are similarity-aligned (rotation from the eye line, scale from the eye-to-mouth distance
+``d``) and temporally smoothed, so a crop moves with the head but not with landmark jitter:
+
+* ``"lower"``: the lower face, nose to chin and cheek to cheek (3.0 d wide, 1.5 d tall), default
+  96 x 48 pixels: the input of the sync discriminator;
+* ``"mouth"``: the lips (1.6 d x 0.8 d), default 64 x 32;
+* ``"face"``: the whole face (3.2 d square), default 128 x 128.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+N_LANDMARKS = 478
+# Landmark indices of the MediaPipe canonical face mesh.
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+LIPS = LIPS_OUTER + LIPS_INNER
+UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
+MOUTH_LEFT, MOUTH_RIGHT = 61, 291
+LEFT_EYE = [33, 133]  # subject's right eye in the image's left half, outer and inner corner
+RIGHT_EYE = [362, 263]
+FOREHEAD, CHIN = 10, 152
+
+CROPS = {  # kind: (width in units of d, height in units of d, vertical centre offset in d, default size)
+    "lower": (3.0, 1.5, 0.05, (96, 48)),
+    "mouth": (1.6, 0.8, 0.0, (64, 32)),
+    "face": (3.2, 3.2, -0.45, (128, 128)),
+}
+
+
+@dataclass
+class FaceTrack:
+    """One face followed over a sequence of frames."""
+
+    landmarks: np.ndarray  # (N, 478, 3) float32, NaN where not found
+    found: np.ndarray  # (N,) bool
+    frame_size: tuple[int, int]  # (width, height)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    @property
+    def lips(self) -> np.ndarray:
+        """(N, 40, 3) lip landmarks (outer ring then inner ring)."""
+        return self.landmarks[:, LIPS]
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) face boxes x0, y0, x1, y1 from the landmark extents (NaN where not found)."""
+        xy = self.landmarks[..., :2]
+        with np.errstate(all="ignore"):
+            return np.concatenate([np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)], axis=1) if len(xy) else np.zeros((0, 4))
+
+    def geometry(self, smooth: int = 9) -> np.ndarray:
+        """(N, 4) crop geometry per frame: mouth centre x, y, eye-to-mouth distance d, roll angle (rad).
+
+        Missing frames are interpolated from their neighbours, then a centred moving average of
+        ``smooth`` frames is applied. Raises ValueError when no frame has a face.
+        """
+        if not self.found.any():
+            raise ValueError("no face was found in any frame")
+        lm = self.landmarks[..., :2]
+        eyes_l = lm[:, LEFT_EYE].mean(axis=1)
+        eyes_r = lm[:, RIGHT_EYE].mean(axis=1)
+        eye_c = (eyes_l + eyes_r) / 2
+        mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=1)
+        d = np.linalg.norm(mouth_c - eye_c, axis=1)
+        v = eyes_r - eyes_l
+        angle = np.arctan2(v[:, 1], v[:, 0])
+        geo = np.stack([mouth_c[:, 0], mouth_c[:, 1], d, angle], axis=1)
+        geo = _interpolate_missing(geo, self.found)
+        return _moving_average(geo, smooth)
+
+    def mouth_opening(self) -> np.ndarray:
+        """(N,) inner-lip gap divided by the eye-to-mouth distance (NaN where not found)."""
+        lm = self.landmarks[..., :2]
+        gap = np.linalg.norm(lm[:, UPPER_LIP_INNER] - lm[:, LOWER_LIP_INNER], axis=1)
+        eye_c = lm[:, LEFT_EYE + RIGHT_EYE].mean(axis=1)
+        mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER]].mean(axis=1)
+        return gap / np.maximum(np.linalg.norm(mouth_c - eye_c, axis=1), 1e-6)
+
+
+def _interpolate_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    t = np.arange(len(found))
+    out = values.copy()
+    for c in range(values.shape[1]):
+        out[:, c] = np.interp(t, t[found], values[found, c])
+    return out
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    if window <= 1 or len(values) < 2:
+        return values
+    half = window // 2
+    padded = np.concatenate([np.repeat(values[:1], half, 0), values, np.repeat(values[-1:], half, 0)])
+    kernel = np.ones(window) / window
+    return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(values.shape[1])], axis=1)
+
+
+def _smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over runs of consecutive found frames (never across a gap)."""
+    if window <= 1:
+        return landmarks
+    out = landmarks.copy()
+    half = window // 2
+    n = len(found)
+    for i in np.flatnonzero(found):
+        lo, hi = i, i
+        while lo > max(0, i - half) and found[lo - 1]:
+            lo -= 1
+        while hi < min(n - 1, i + half) and found[hi + 1]:
+            hi += 1
+        out[i] = landmarks[lo:hi + 1].mean(axis=0)
+    return out
+
+
+class FaceTracker:
+    """MediaPipe face mesh over a video (tracking mode) or over single photos.
+
+    ``max_faces`` faces are detected per frame; :meth:`track` follows the largest one by default,
+    or every face (``all_faces=True``), associating detections across frames by box overlap.
+    """
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, static: bool = False):
+        import mediapipe as mp  # imported lazily: it is slow to import and not every caller needs it
+
+        self.max_faces = max_faces
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def detect(self, frame: np.ndarray) -> list[np.ndarray]:
+        """All faces in one RGB uint8 frame, largest first: a list of (478, 3) pixel landmarks."""
+        h, w = frame.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(frame))
+        faces = []
+        for face in result.multi_face_landmarks or []:
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            faces.append(pts)
+        faces.sort(key=lambda p: -_box_area(p))
+        return faces
+
+    def track(self, frames: Iterable[np.ndarray], all_faces: bool = False, smooth: int = 3,
+              progress=None) -> FaceTrack | list[FaceTrack]:
+        """Landmarks of the largest face in every frame (or a list of tracks with ``all_faces``).
+
+        ``smooth`` is the window of the centred moving average applied to the landmarks of runs of
+        consecutive found frames. ``progress``, if given, is called with each frame index.
+        """
+        per_frame: list[list[np.ndarray]] = []
+        size = (0, 0)
+        for i, frame in enumerate(frames):
+            size = (frame.shape[1], frame.shape[0])
+            faces = self.detect(frame)
+            per_frame.append(faces if all_faces else faces[:1])
+            if progress is not None:
+                progress(i)
+        tracks = _associate(per_frame) if all_faces else [[f[0] if f else None for f in per_frame]]
+        out = []
+        for seq in tracks:
+            n = len(seq)
+            lm = np.full((n, N_LANDMARKS, 3), np.nan, dtype=np.float32)
+            found = np.zeros(n, dtype=bool)
+            for i, pts in enumerate(seq):
+                if pts is not None:
+                    lm[i], found[i] = pts, True
+            out.append(FaceTrack(_smooth_landmarks(lm, found, smooth), found, size))
+        return out if all_faces else out[0]
+
+
+def _box_area(pts: np.ndarray) -> float:
+    span = pts[:, :2].max(axis=0) - pts[:, :2].min(axis=0)
+    return float(span[0] * span[1])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    (ax0, ay0), (ax1, ay1) = a[:, :2].min(0), a[:, :2].max(0)
+    (bx0, by0), (bx1, by1) = b[:, :2].min(0), b[:, :2].max(0)
+    iw = max(0.0, min(ax1, bx1) - max(ax0, bx0))
+    ih = max(0.0, min(ay1, by1) - max(ay0, by0))
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _associate(per_frame: Sequence[list[np.ndarray]], min_iou: float = 0.3) -> list[list[np.ndarray | None]]:
+    """Greedy frame-to-frame association of detections into tracks by box IoU."""
+    n = len(per_frame)
+    tracks: list[list[np.ndarray | None]] = []
+    last: list[np.ndarray] = []  # last seen landmarks of each track
+    for i, faces in enumerate(per_frame):
+        free = list(range(len(faces)))
+        for t, prev in enumerate(last):
+            if not free:
+                break
+            best = max(free, key=lambda j: _iou(prev, faces[j]))
+            if _iou(prev, faces[best]) >= min_iou:
+                tracks[t][i] = faces[best]
+                last[t] = faces[best]
+                free.remove(best)
+        for j in free:
+            tracks.append([None] * n)
+            tracks[-1][i] = faces[j]
+            last.append(faces[j])
+    tracks.sort(key=lambda tr: -sum(p is not None for p in tr))
+    return tracks
+
+
+def crop_transform(geo: np.ndarray, kind: str = "lower", size: tuple[int, int] | None = None) -> np.ndarray:
+    """2x3 affine matrix mapping frame pixels to a ``kind`` crop of ``size`` (w, h) for one geometry row."""
+    wd, hd, dy, default = CROPS[kind]
+    out_w, out_h = size or default
+    cx, cy, d, angle = geo
+    scale = out_w / (wd * d)
+    # crop centre: dy * d below the mouth centre along the face's own vertical axis
+    cx, cy = cx - np.sin(angle) * dy * d, cy + np.cos(angle) * dy * d
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(np.degrees(angle)), float(scale))
+    m[0, 2] += out_w / 2 - cx
+    m[1, 2] += out_h / 2 - cy
+    return m
+
+
+def crop_faces(frames: Iterable[np.ndarray], track: FaceTrack, kind: str = "lower",
+               size: tuple[int, int] | None = None, smooth: int = 9) -> np.ndarray:
+    """Fixed-size aligned crops (N, h, w, 3) uint8 of ``track``'s face in each of ``frames``."""
+    out_w, out_h = size or CROPS[kind][3]
+    geo = track.geometry(smooth)
+    crops = np.zeros((len(track), out_h, out_w, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        if i >= len(track):
+            break
+        crops[i] = cv2.warpAffine(frame, crop_transform(geo[i], kind, (out_w, out_h)), (out_w, out_h),
+                                  flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return crops
+
+
+def face_in_image(image: np.ndarray, all_faces: bool = False):
+    """Landmarks (478, 3) of the largest face in a photo, a list of all faces, or None if none."""
+    with FaceTracker(static=True) as tracker:
+        faces = tracker.detect(image)
+    if all_faces:
+        return faces
+    return faces[0] if faces else None
+
+
+def track_video(path, end: float | None = None, all_faces: bool = False, progress=None):
+    """Decode ``path`` (streaming) and track its face(s): returns (FaceTrack or list, fps)."""
+    from media.io import iter_video_frames, probe
+
+    fps = probe(path).fps
+    with FaceTracker() as tracker:
+        frames = (frame for _, _, frame in iter_video_frames(path, end=end))
+        return tracker.track(frames, all_faces=all_faces, progress=progress), fps
+
+
+def crop_video(path, track: FaceTrack, kind: str = "lower", size: tuple[int, int] | None = None,
+               end: float | None = None) -> np.ndarray:
+    """Decode ``path`` again (streaming) and cut the aligned ``kind`` crops of ``track``."""
+    from media.io import iter_video_frames
+
+    return crop_faces((frame for _, _, frame in iter_video_frames(path, end=end)), track, kind, size)

@@ -1,0 +1,274 @@
+"""Lip-sync discriminator (SyncNet family, spec 04) and SyncNet's offset search (LSE-D / LSE-C).
+
+Inputs, shared by training and the Sync check pipeline:
+
+* video: ``VIDEO_FRAMES`` = 5 consecutive lower-face crops (media.face, kind "lower") sampled on a
+  25 fps time grid (0.2 s), grey-scale 48 x 96, stacked as channels: (B, 5, 48, 96) uint8 or float;
+* audio: the matching ``SYNC_MEL_FRAMES`` = 16 frames of the shared 80-bin log-mel
+  (media.features), normalised per clip by :func:`normalize_mel`: (B, 80, 16).
+
+The similarity of a pair is the cosine of the two L2-normalised embeddings. Training uses binary
+cross-entropy on the cosine through a learned affine map, ``p(sync) = sigmoid(scale * cos + bias)``
+(Wav2Lip's expert feeds the raw cosine of ReLU embeddings to BCE, which is known to sit at
+log 2 for a long time; the learned scale, as in CLIP, trains in a fraction of the steps). Distances
+for the offset search are Euclidean distances between the normalised embeddings (0..2).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from media.features import MEL_FPS, SYNC_MEL_FRAMES, frame_to_mel, mel_windows
+
+VIDEO_FRAMES = 5
+VIDEO_FPS = 25.0  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
+CROP_SIZE = (96, 48)  # (w, h) of the lower-face crop
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet"
+
+
+@dataclass
+class SyncNetConfig:
+    embed_dim: int = 256
+    width: int = 24  # channels of the first layer; later layers are multiples of it
+    video_frames: int = VIDEO_FRAMES
+    crop_height: int = CROP_SIZE[1]
+    crop_width: int = CROP_SIZE[0]
+    n_mels: int = 80
+    mel_frames: int = SYNC_MEL_FRAMES
+
+
+def _conv(cin: int, cout: int, k=3, s=1, p=1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return F.relu(x + self.body(x))
+
+
+class SyncNet(nn.Module):
+    """Audio encoder + video encoder -> embeddings; similarity = cosine."""
+
+    def __init__(self, config: SyncNetConfig | None = None):
+        super().__init__()
+        self.config = c = config or SyncNetConfig()
+        w = c.width
+        self.video_encoder = nn.Sequential(  # (5, 48, 96)
+            _conv(c.video_frames, w, 5, (1, 2), 2),  # 48 x 48
+            _conv(w, 2 * w, 3, 2, 1),  # 24 x 24
+            _Residual(2 * w),
+            _conv(2 * w, 4 * w, 3, 2, 1),  # 12 x 12
+            _Residual(4 * w),
+            _conv(4 * w, 6 * w, 3, 2, 1),  # 6 x 6
+            _conv(6 * w, 8 * w, 3, 2, 1),  # 3 x 3
+            nn.Conv2d(8 * w, c.embed_dim, 3, 1, 0),  # 1 x 1
+        )
+        self.audio_encoder = nn.Sequential(  # (1, 80, 16)
+            _conv(1, w, 3, 1, 1),
+            _conv(w, 2 * w, 3, (3, 1), 1),  # 27 x 16
+            _Residual(2 * w),
+            _conv(2 * w, 4 * w, 3, 3, 1),  # 9 x 6
+            _Residual(4 * w),
+            _conv(4 * w, 6 * w, 3, (3, 2), 1),  # 3 x 3
+            nn.Conv2d(6 * w, c.embed_dim, 3, 1, 0),  # 1 x 1
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(10.0))
+        self.logit_bias = nn.Parameter(torch.tensor(-5.0))
+
+    @staticmethod
+    def _prep_video(video: torch.Tensor) -> torch.Tensor:
+        video = video.float()
+        if video.max() > 2:  # uint8 range
+            video = video / 255.0
+        return (video - 0.5) / 0.25
+
+    def embed_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 5, 48, 96) crops -> (B, D) unit-norm embeddings."""
+        return F.normalize(self.video_encoder(self._prep_video(video)).flatten(1), dim=1, eps=1e-6)
+
+    def embed_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, 80, 16) normalised log-mel windows -> (B, D) unit-norm embeddings."""
+        return F.normalize(self.audio_encoder(mel.float().unsqueeze(1)).flatten(1), dim=1, eps=1e-6)
+
+    def forward(self, video: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity in [-1, 1] of each (video, audio) pair."""
+        return (self.embed_video(video) * self.embed_audio(mel)).sum(dim=1)
+
+    def sync_logit(self, cosine: torch.Tensor) -> torch.Tensor:
+        """Logit of "in sync" for a cosine similarity; ``sigmoid`` of it is the probability."""
+        return self.logit_scale * cosine + self.logit_bias
+
+    # -- persistence (diffusers-style) ---------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"model_type": "syncnet", **asdict(self.config)}
+        if metadata:
+            config["training"] = metadata
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> "SyncNet":
+        """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id."""
+        from safetensors.torch import load_file
+
+        path = Path(dir_or_repo)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(dir_or_repo), allow_patterns=["config.json", "model.safetensors"]))
+        raw = json.loads((path / "config.json").read_text())
+        fields = SyncNetConfig.__dataclass_fields__
+        model = cls(SyncNetConfig(**{k: v for k, v in raw.items() if k in fields}))
+        model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+        model.training_metadata = raw.get("training", {})
+        return model.eval()
+
+
+MEL_FLOOR = -4.0  # silence after normalize_mel
+
+
+def normalize_mel(mel: np.ndarray) -> np.ndarray:
+    """Per-clip normalisation of a dB log-mel: 0 at the clip's loud level, 1 unit = 20 dB, floor -4."""
+    ref = float(np.percentile(mel, 99)) if mel.size else 0.0
+    return np.clip((mel - ref) / 20.0, MEL_FLOOR, 1.0).astype(np.float32)
+
+
+def to_gray(crops: np.ndarray) -> np.ndarray:
+    """(N, h, w, 3) RGB uint8 crops -> (N, h, w) grey uint8 (ITU-R BT.601 luma)."""
+    if crops.ndim == 3:
+        return crops
+    return (crops[..., 0] * 0.299 + crops[..., 1] * 0.587 + crops[..., 2] * 0.114).round().astype(np.uint8)
+
+
+def video_window_indices(n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames, 5) native frame indices of the 5-frame 25 fps window starting at each frame."""
+    t = np.arange(n_frames)[:, None] / fps + np.arange(VIDEO_FRAMES)[None, :] / VIDEO_FPS
+    return np.clip(np.rint(t * fps).astype(np.int64), 0, n_frames - 1)
+
+
+def valid_windows(found: np.ndarray, fps: float) -> np.ndarray:
+    """(N,) bool: the window starting at frame i stays inside the clip and every frame has a face."""
+    idx = video_window_indices(len(found), fps)
+    last = np.arange(len(found)) / fps + (VIDEO_FRAMES - 1) / VIDEO_FPS
+    return found[idx].all(axis=1) & (np.rint(last * fps) <= len(found) - 1)
+
+
+@torch.no_grad()
+def embed_clip(model: SyncNet, gray: np.ndarray, mel: np.ndarray, fps: float, max_shift: int = 15,
+               batch: int = 256, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Video embeddings at every frame and audio embeddings at frames -max_shift .. N-1+max_shift.
+
+    ``gray``: (N, 48, 96) uint8 crops at the native ``fps``; ``mel``: normalised log-mel of the
+    clip's audio, whose time 0 is the first video frame. Returns (V (N, D), A (N + 2 max_shift, D)).
+    """
+    model.eval()
+    n = len(gray)
+    vid_idx = video_window_indices(n, fps)
+    starts = frame_to_mel(np.arange(-max_shift, n + max_shift), fps)
+    a_win = mel_windows(mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
+    v_out, a_out = [], []
+    for s in range(0, n, batch):
+        v_out.append(model.embed_video(torch.from_numpy(gray[vid_idx[s:s + batch]])))
+        if progress is not None:
+            progress(min(s + batch, n) / n)
+    for s in range(0, len(a_win), batch):
+        a_out.append(model.embed_audio(torch.from_numpy(a_win[s:s + batch])))
+    return torch.cat(v_out).numpy(), torch.cat(a_out).numpy()
+
+
+def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: int = 15) -> dict:
+    """SyncNet's offset search over embeddings from :func:`embed_clip`.
+
+    ``dist[i, k] = |v_i - a_{i-k}|`` for shifts ``k`` in [-max_shift, max_shift]: a positive ``k``
+    means the audio is k frames EARLY (it leads the picture); delaying it by k frames re-syncs.
+    Returns the mean-distance curve over shifts, the offset at its minimum, ``min_dist`` (LSE-D),
+    ``confidence`` = median(curve) - min(curve) (LSE-C), and the per-frame confidence (median of the
+    curve minus the frame's distance at the chosen offset, median-filtered over 9 frames as in
+    SyncNet; NaN where the frame has no valid window).
+    """
+    from scipy.signal import medfilt
+
+    n = len(v)
+    shifts = np.arange(-max_shift, max_shift + 1)
+    rows = np.flatnonzero(valid)
+    if len(rows) == 0:
+        raise ValueError("no frame window with a visible face to compare with the audio")
+    # a has an offset of max_shift: a_{i-k} is a[i - k + max_shift]
+    cols = rows[:, None] - shifts[None, :] + max_shift
+    dist = np.linalg.norm(v[rows][:, None, :] - a[cols], axis=2)  # (R, S)
+    curve = dist.mean(axis=0)
+    best = int(np.argmin(curve))
+    median = float(np.median(curve))
+    frame_conf = np.full(n, np.nan, dtype=np.float32)
+    fconf = median - dist[:, best]
+    frame_conf[rows] = medfilt(fconf, kernel_size=9) if len(fconf) >= 9 else fconf
+    return {
+        "offset_frames": int(shifts[best]),
+        "min_dist": float(curve[best]),
+        "confidence": median - float(curve[best]),
+        "shifts": shifts,
+        "curve": curve,
+        "frame_confidence": frame_conf,
+        "n_windows": int(len(rows)),
+    }
+
+
+def sync_score(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
+               max_shift: int = 15, progress=None) -> dict:
+    """Offset, LSE-D, LSE-C and curves of one clip (see :func:`offset_search`)."""
+    v, a = embed_clip(model, gray, mel, fps, max_shift, progress=progress)
+    return offset_search(v, a, valid_windows(found, fps), max_shift)
+
+
+@dataclass
+class SyncInputs:
+    """Everything the discriminator needs from one clip, at the clip's native frame rate."""
+
+    gray: np.ndarray  # (N, 48, 96) uint8 lower-face crops
+    found: np.ndarray  # (N,) bool, a face was found in the frame
+    mel: np.ndarray  # (80, T) normalised log-mel (normalize_mel), time 0 = first video frame
+    audio: np.ndarray  # (S,) float32 mono 16 kHz, sample 0 = first video frame
+    fps: float
+    mouth_opening: np.ndarray  # (N,) from the landmarks (NaN where no face): the baseline's input
+
+
+def prepare_clip(video_path, audio=None, end: float | None = None, progress=None) -> SyncInputs:
+    """Decode a clip, track its largest face, cut the crops and compute the audio features.
+
+    ``audio``: None to use the video's own track, a path (e.g. a side-car .wav whose sample 0 is
+    the first video frame), or a float32 16 kHz array. ``progress(fraction)`` is called while
+    tracking. Raises media.io.MediaError for unreadable input or missing audio and ValueError when
+    no face is found in any frame.
+    """
+    from media.face import crop_video, track_video
+    from media.features import SAMPLE_RATE, log_mel
+    from media.io import probe, read_audio
+
+    info = probe(video_path)
+    n_total = max(1, int(info.n_frames))
+    if audio is None or isinstance(audio, (str, Path)):
+        wave = read_audio(audio or video_path, sr=SAMPLE_RATE, end=end)
+    else:
+        wave = np.asarray(audio, dtype=np.float32)
+    track, fps = track_video(video_path, end=end,
+                             progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
+    if not track.found.any():
+        raise ValueError("no face was found in the video")
+    crops = crop_video(video_path, track, "lower", CROP_SIZE, end=end)
+    return SyncInputs(to_gray(crops), track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,
+                      track.mouth_opening())

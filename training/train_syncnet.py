@@ -1,0 +1,446 @@
+"""Train the lip-sync discriminator in three stages (spec 04), evaluate each stage on held-out sources.
+
+    python -m training.make_talking_dataset ../shared/media/talking_video data/talking --exclude no_audio
+    python -m training.train_syncnet data/talking --holdout-source pcavs --out runs/syncnet
+
+Steps (every parameter is a flag):
+ 0. prepare: track the largest face of every clip (MediaPipe), cut 48x96 grey lower-face crops,
+    compute the 16 kHz log-mel (cached in ``--cache``); clips of ``--holdout-source`` are held out.
+ 1. STAGE 1: binary cross-entropy on the cosine similarity of synced pairs (label 1) and pairs
+    whose audio is shifted by 3..15 frames or taken from a random other time (label 0)
+    -> first discriminator.
+ 2. FILTER: the first discriminator runs SyncNet's offset search on every ``--segment-seconds``
+    segment of every training clip; a segment is kept when its best offset is within
+    +/-``--max-offset`` frames and its confidence (median - min distance) is at least
+    ``--min-confidence`` -> second training set. The report lists each segment with its verdict.
+ 3. STAGE 2: margin curriculum. Each round measures the real/fake similarity gap on the second set,
+    raises the required margin by ``--gap-step`` above the previous margin, and trains with BCE plus
+    the hinge ``max(0, margin - (sim_real - sim_fake))`` on pairs that share the video window,
+    until the measured gap exceeds ``--gap-threshold`` (or ``--max-rounds``) -> second discriminator.
+ 4. STAGE 3: fine-tuning on the second set at ``--stage3-lr-scale`` times the learning rate with
+    BCE on HARDER negatives (audio shifted by only 2..6 frames) -> third discriminator. The source
+    leaves this objective open; hard near-offset negatives are what offset detection within +/-1
+    frame needs, and the lower learning rate keeps the stage-2 margin.
+With ``--ablate-filter``, stages 2 and 3 are also trained on the unfiltered set, to measure what
+the filter buys. Every stage's checkpoint is saved (``OUT/stage1`` ...), the last one as
+``OUT/final``; ``OUT/report.json`` and ``OUT/report.png`` give, per stage, held-out pair accuracy,
+real/fake similarity gap and offset-detection accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from media.features import MEL_FPS, SAMPLE_RATE, SYNC_MEL_FRAMES, log_mel, mel_windows
+from media.io import shift_audio
+from models.syncnet import (MEL_FLOOR, VIDEO_FPS, SyncInputs, SyncNet, SyncNetConfig, embed_clip, normalize_mel,
+                            offset_search, prepare_clip, sync_score, valid_windows, video_window_indices)
+
+EVAL_SHIFTS = (-8, -4, 0, 4, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _materialise(media: dict | None, folder: Path) -> str | None:
+    """Path of a decode=False media cell, writing its embedded bytes to ``folder`` if needed."""
+    if media is None:
+        return None
+    if media.get("bytes"):
+        out = folder / Path(media["path"] or "clip.mp4").name
+        if not out.exists():
+            out.write_bytes(media["bytes"])
+        return str(out)
+    return media["path"]
+
+
+def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> list[dict]:
+    """Prepared clips (crops, mel, ...) of a dataset built by training.make_talking_dataset."""
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(dataset_dir))
+    cache.mkdir(parents=True, exist_ok=True)
+    clips = []
+    rows = list(range(len(ds)))[:max_clips]
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in tqdm(rows, desc="preparing clips", unit="clip"):
+            row = ds[r]
+            name = Path(row["video"]["path"]).stem
+            cached = cache / f"{name}.npz"
+            if cached.exists():
+                z = np.load(cached)
+                inputs = SyncInputs(z["gray"], z["found"], z["mel"], z["audio"], float(z["fps"]), z["mouth_opening"])
+            else:
+                video = _materialise(row["video"], Path(tmp))
+                try:
+                    inputs = prepare_clip(video, _materialise(row["audio"], Path(tmp)))
+                except ValueError as err:  # MediaError is a ValueError too
+                    tqdm.write(f"skipping {name}: {err}")
+                    continue
+                np.savez_compressed(cached, gray=inputs.gray, found=inputs.found, mel=inputs.mel,
+                                    audio=inputs.audio, fps=inputs.fps, mouth_opening=inputs.mouth_opening)
+            clips.append({"name": name, "source": row["source"], "speaker": row["speaker"], "inputs": inputs,
+                          "mask": valid_windows(inputs.found, inputs.fps) & _audio_inside(inputs)})
+    return clips
+
+
+def _audio_inside(x: SyncInputs) -> np.ndarray:
+    """Windows whose 0.2 s of audio lies inside the recording."""
+    t = np.arange(len(x.found)) / x.fps
+    return np.rint(t * MEL_FPS) + SYNC_MEL_FRAMES <= x.mel.shape[1]
+
+
+class PairSampler:
+    """Random (video window, audio window, label) batches from clips, with augmentation."""
+
+    def __init__(self, clips: list[dict], rng: np.random.Generator, masks: list[np.ndarray] | None = None):
+        self.clips = clips
+        self.rng = rng
+        self.starts = [np.flatnonzero(m) for m in (masks or [c["mask"] for c in clips])]
+        weights = np.array([len(s) for s in self.starts], dtype=np.float64)
+        if weights.sum() == 0:
+            raise ValueError("no usable training window")
+        self.p = weights / weights.sum()
+        self.vidx = [video_window_indices(len(c["inputs"].found), c["inputs"].fps) for c in clips]
+
+    def _audio(self, x: SyncInputs, t: np.ndarray) -> np.ndarray:
+        starts = np.rint(t * MEL_FPS).astype(np.int64)
+        return mel_windows(x.mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
+
+    def batch(self, size: int, neg_shifts: tuple[int, int], random_neg: float = 0.0, augment: bool = True):
+        """Video (B,5,48,96) uint8, positive mel (B,80,16), negative mel (B,80,16), and pair labels.
+
+        Negatives are the same video window with audio shifted by k frames (25 fps grid),
+        lo <= |k| <= hi, or, with probability ``random_neg``, from a random other time of the clip.
+        The labels (B, 2B) say, for every video window against every audio window of the batch
+        (positives then negatives), 1 = in sync, 0 = not, -1 = ambiguous (same clip, under 3
+        frames apart: left out of the loss).
+        """
+        lo, hi = neg_shifts
+        clip_ids = self.rng.choice(len(self.clips), size=size, p=self.p)
+        video = np.empty((size, 5, 48, 96), np.uint8)
+        pos = np.empty((size, 80, SYNC_MEL_FRAMES), np.float32)
+        neg = np.empty_like(pos)
+        t_pos, t_neg = np.empty(size), np.empty(size)
+        for b, c in enumerate(clip_ids):
+            x = self.clips[c]["inputs"]
+            i = int(self.rng.choice(self.starts[c]))
+            video[b] = x.gray[self.vidx[c][i]]
+            t = np.array([i / x.fps])
+            duration = x.mel.shape[1] / MEL_FPS - SYNC_MEL_FRAMES / MEL_FPS
+            if self.rng.random() < random_neg:
+                far = self.rng.uniform(0, max(duration, 0.01))
+                while abs(far - t[0]) < hi / VIDEO_FPS and duration > 2 * hi / VIDEO_FPS:
+                    far = self.rng.uniform(0, duration)
+                tn = np.array([far])
+            else:
+                k = self.rng.integers(lo, hi + 1) * self.rng.choice([-1, 1])
+                tn = t + k / VIDEO_FPS
+                if tn[0] < 0 or tn[0] > duration:  # reflect into the clip
+                    tn = t - k / VIDEO_FPS
+            tn = np.clip(tn, 0, None)
+            pos[b] = self._audio(x, t)[0]
+            neg[b] = self._audio(x, tn)[0]
+            t_pos[b], t_neg[b] = t[0], tn[0]
+        if augment:
+            video, pos, neg = self._augment(video, pos, neg)
+        a_clip = np.concatenate([clip_ids, clip_ids])
+        dt = np.abs(t_pos[:, None] - np.concatenate([t_pos, t_neg])[None, :]) * VIDEO_FPS  # in frames
+        same = clip_ids[:, None] == a_clip[None, :]
+        labels = np.zeros((size, 2 * size), np.float32)
+        labels[same & (dt < 3)] = -1
+        labels[same & (dt < 0.5)] = 1
+        return torch.from_numpy(video), torch.from_numpy(pos), torch.from_numpy(neg), torch.from_numpy(labels)
+
+    def _augment(self, video, pos, neg):
+        rng = self.rng
+        out = np.empty_like(video)
+        for b in range(len(video)):
+            v = video[b].astype(np.float32)
+            dy, dx = rng.integers(-3, 4), rng.integers(-5, 6)
+            v = np.roll(v, (dy, dx), axis=(1, 2))
+            if rng.random() < 0.5:
+                v = v[:, :, ::-1]
+            v = (v - v.mean()) * rng.uniform(0.7, 1.3) + v.mean() + rng.uniform(-25, 25)
+            out[b] = np.clip(v, 0, 255)
+        gain = rng.uniform(-0.3, 0.3, size=(len(pos), 1, 1)).astype(np.float32)  # +/- 6 dB
+        return out, np.clip(pos + gain, -4, 1), np.clip(neg + gain, -4, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: SyncNet, clips: list[dict], seed: int = 0, pairs_per_clip: int = 64) -> dict:
+    """Held-out pair accuracy, real/fake similarity gap and offset-detection accuracy."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    sampler = PairSampler(clips, rng)
+    sims_real, sims_fake = [], []
+    for _ in range(max(1, len(clips) * pairs_per_clip // 128)):
+        v, p, n, _ = sampler.batch(128, (5, 15), random_neg=0.0, augment=False)
+        sims_real.append(model(v, p))
+        sims_fake.append(model(v, n))
+    real, fake = torch.cat(sims_real), torch.cat(sims_fake)
+    pair_acc = float(((model.sync_logit(real) > 0).sum() + (model.sync_logit(fake) <= 0).sum()) / (len(real) + len(fake)))
+    real, fake = real.numpy(), fake.numpy()
+    hits, cases = 0, []
+    for c in clips:
+        x = c["inputs"]
+        for s in EVAL_SHIFTS:
+            # audio s frames EARLY (leading the picture): advance it by s frames
+            wave = shift_audio(x.audio, SAMPLE_RATE, -s / x.fps)
+            res = sync_score(model, x.gray, x.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), x.fps)
+            ok = abs(res["offset_frames"] - s) <= 1
+            hits += ok
+            cases.append({"clip": c["name"], "true": s, "found": res["offset_frames"],
+                          "confidence": round(res["confidence"], 4)})
+    return {"pair_accuracy": pair_acc, "sim_real": float(real.mean()), "sim_fake": float(fake.mean()),
+            "gap": float(real.mean() - fake.mean()), "offset_accuracy": hits / max(1, len(cases)),
+            "offset_cases": cases}
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+# --------------------------------------------------------------------------------------------
+def pair_loss(model: SyncNet, v, p, n, labels):
+    """Binary cross-entropy on the cosine of every (video, audio) pair of the batch.
+
+    Each video window meets its synced audio (label 1), its shifted audio and the audio of every
+    other sample (label 0), as in SigLIP's pairwise sigmoid loss: B x 2B pairs per batch instead
+    of 2B, which gets the discriminator off the log(2) plateau far sooner. Positives and negatives
+    are weighted equally. Returns (loss, cosine of the synced pairs, cosine of the shifted pairs).
+    """
+    ev = model.embed_video(v)
+    ea = model.embed_audio(torch.cat([p, n]))
+    sims = ev @ ea.T  # (B, 2B)
+    bce = F.binary_cross_entropy_with_logits(model.sync_logit(sims), labels.clamp(min=0), reduction="none")
+    pos, neg = labels == 1, labels == 0
+    loss = 0.5 * (bce[pos].mean() + bce[neg].mean())
+    b = len(v)
+    return loss, sims.diagonal(), sims[:, b:].diagonal()
+
+
+def train_bce(model, sampler, steps, lr, batch, neg_shifts, random_neg, device, desc, log):
+    """Stages 1 and 3: BCE on the cosine of synced (1) and shifted (0) pairs."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.1)
+    model.train()
+    for step in (bar := tqdm(range(steps), desc=desc, unit="step")):
+        loss, _, _ = pair_loss(model, *(t.to(device) for t in sampler.batch(batch, neg_shifts, random_neg)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        log.append({"stage": desc, "step": step, "loss": float(loss)})
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+    model.eval()
+
+
+@torch.no_grad()
+def measured_gap(model, sampler, device, batches=4, batch=128) -> float:
+    model.eval()
+    gaps = []
+    for _ in range(batches):
+        v, p, n, _ = (t.to(device) for t in sampler.batch(batch, (3, 15), 0.2, augment=False))
+        gaps.append(float((model(v, p) - model(v, n)).mean()))
+    return float(np.mean(gaps))
+
+
+def train_margin_curriculum(model, sampler, args, device, log, desc="stage2"):
+    """Stage 2: raise the required real/fake gap step by step until it passes the threshold."""
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = []
+    margin = None
+    for rnd in range(args.max_rounds):
+        gap = measured_gap(model, sampler, device)
+        if gap > args.gap_threshold:
+            schedule.append({"round": rnd, "measured_gap": gap, "margin": margin, "done": True})
+            break
+        margin = (gap if margin is None else max(margin, gap)) + args.gap_step
+        schedule.append({"round": rnd, "measured_gap": gap, "margin": margin})
+        model.train()
+        for step in (bar := tqdm(range(args.round_steps), desc=f"{desc} round {rnd} margin {margin:.2f}", unit="step")):
+            bce, sp, sn = pair_loss(model, *(t.to(device) for t in sampler.batch(args.batch, (3, 15), 0.2)))
+            hinge = F.relu(margin - (sp - sn)).mean()
+            loss = bce + hinge
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            log.append({"stage": desc, "round": rnd, "margin": margin, "loss": float(loss), "hinge": float(hinge)})
+            bar.set_postfix(loss=f"{float(loss):.3f}", hinge=f"{float(hinge):.3f}")
+        model.eval()
+    else:
+        schedule.append({"round": args.max_rounds, "measured_gap": measured_gap(model, sampler, device),
+                         "margin": margin, "done": False})
+    return schedule
+
+
+def sync_filter(model, clips, args) -> tuple[list[np.ndarray], list[dict]]:
+    """Keep the segments whose best offset is near zero and whose confidence passes the threshold."""
+    masks, verdicts = [], []
+    for c in tqdm(clips, desc="filter", unit="clip"):
+        x = c["inputs"]
+        seg = max(1, int(round(args.segment_seconds * x.fps)))
+        keep = np.zeros_like(c["mask"])
+        v, a = embed_clip(model, x.gray, x.mel, x.fps)
+        for s0 in range(0, len(x.found), seg):
+            sl = slice(s0, min(len(x.found), s0 + seg))
+            m = np.zeros_like(c["mask"])
+            m[sl] = c["mask"][sl]
+            entry = {"clip": c["name"], "source": c["source"], "start_s": round(s0 / x.fps, 2),
+                     "end_s": round(sl.stop / x.fps, 2), "windows": int(m.sum())}
+            if m.sum() < args.min_windows:
+                entry.update(kept=False, reason=f"only {int(m.sum())} windows with a face")
+            else:
+                res = offset_search(v, a, m)
+                entry.update(offset=res["offset_frames"], confidence=round(res["confidence"], 4))
+                if abs(res["offset_frames"]) > args.max_offset:
+                    entry.update(kept=False, reason=f"offset {res['offset_frames']} frames")
+                elif res["confidence"] < args.min_confidence:
+                    entry.update(kept=False, reason=f"confidence {res['confidence']:.3f} < {args.min_confidence}")
+                else:
+                    entry.update(kept=True, reason="in sync")
+                    keep |= m
+            verdicts.append(entry)
+        masks.append(keep)
+    return masks, verdicts
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+def plot_report(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = list(report["evaluation"])
+    metrics = [("pair_accuracy", "held-out pair accuracy"), ("gap", "real - fake similarity"),
+               ("offset_accuracy", "offset found within +/-1 frame")]
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(17, 4))
+    for ax, (key, title) in zip(axes, metrics):
+        vals = [report["evaluation"][s][key] for s in stages]
+        ax.bar(range(len(stages)), vals, color="tab:blue")
+        ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    losses = [e for e in report["loss_log"] if "loss" in e]
+    axes[-1].plot([e["loss"] for e in losses], lw=0.5)
+    axes[-1].set_title("training loss (all stages)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Three-stage training of the lip-sync discriminator (spec 04)")
+    ap.add_argument("dataset", type=Path, help="dataset folder from training.make_talking_dataset")
+    ap.add_argument("--out", type=Path, default=Path("runs/syncnet"))
+    ap.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default OUT/../cache)")
+    ap.add_argument("--holdout-source", nargs="+", default=["pcavs"], help="sources used only for evaluation")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--width", type=int, default=SyncNetConfig.width)
+    ap.add_argument("--stage1-steps", type=int, default=1500)
+    ap.add_argument("--segment-seconds", type=float, default=4.0, help="filter: segment length")
+    ap.add_argument("--max-offset", type=int, default=1, help="filter: largest |offset| (frames) kept")
+    ap.add_argument("--min-confidence", type=float, default=0.02, help="filter: smallest confidence kept")
+    ap.add_argument("--min-windows", type=int, default=25, help="filter: fewest face windows in a segment")
+    ap.add_argument("--gap-threshold", type=float, default=0.6, help="stage 2: stop when the gap exceeds this")
+    ap.add_argument("--gap-step", type=float, default=0.05, help="stage 2: margin increase per round")
+    ap.add_argument("--round-steps", type=int, default=150, help="stage 2: steps per round")
+    ap.add_argument("--max-rounds", type=int, default=10)
+    ap.add_argument("--stage3-steps", type=int, default=600)
+    ap.add_argument("--stage3-lr-scale", type=float, default=0.2)
+    ap.add_argument("--ablate-filter", action="store_true", help="also train stages 2-3 without the filter")
+    ap.add_argument("--max-clips", type=int, default=None, help="use only the first N clips (smoke tests)")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    clips = load_clips(args.dataset, args.cache or args.out.parent / "cache", args.max_clips)
+    train = [c for c in clips if c["source"] not in args.holdout_source]
+    held = [c for c in clips if c["source"] in args.holdout_source]
+    if not train or not held:
+        print(f"error: need clips both in and out of --holdout-source {args.holdout_source}", file=sys.stderr)
+        return 2
+    assert not {c["speaker"] for c in train} & {c["speaker"] for c in held}, "a held-out speaker is in training"
+    print(f"training on {len(train)} clips ({sorted({c['source'] for c in train})}), "
+          f"evaluating on {len(held)} held-out clips ({sorted({c['source'] for c in held})})")
+
+    log: list[dict] = []
+    evaluation: dict[str, dict] = {}
+    meta = {"train_sources": sorted({c["source"] for c in train}), "holdout_sources": args.holdout_source,
+            "train_clips": [c["name"] for c in train]}
+
+    def finish_stage(name: str, model: SyncNet):
+        model.save_pretrained(args.out / name, metadata={**meta, "stage": name})
+        evaluation[name] = evaluate(model.cpu(), held, seed=args.seed)
+        model.to(device)
+        e = evaluation[name]
+        print(f"[{name}] pair accuracy {e['pair_accuracy']:.3f}  gap {e['gap']:.3f}  "
+              f"offset accuracy {e['offset_accuracy']:.3f}")
+
+    model = SyncNet(SyncNetConfig(width=args.width)).to(device)
+    set1 = PairSampler(train, rng)
+    train_bce(model, set1, args.stage1_steps, args.lr, args.batch, (3, 15), 0.2, device, "stage1", log)
+    finish_stage("stage1", model)
+    stage1 = copy.deepcopy(model)
+
+    masks, verdicts = sync_filter(model.cpu(), train, args)
+    model.to(device)
+    kept = sum(int(m.sum()) for m in masks)
+    total = sum(int(c["mask"].sum()) for c in train)
+    print(f"filter kept {kept}/{total} windows ({sum(v['kept'] for v in verdicts)}/{len(verdicts)} segments)")
+    if kept == 0:
+        print("error: the filter kept no segment; lower --min-confidence, raise --max-offset or train stage 1 "
+              "longer (see the filter verdicts in the report)", file=sys.stderr)
+        return 3
+    set2 = PairSampler(train, rng, masks)
+
+    variants = [("", set2)] + ([("nofilter_", set1)] if args.ablate_filter else [])
+    schedules = {}
+    for prefix, sampler in variants:
+        m = model if not prefix else copy.deepcopy(stage1).to(device)
+        schedules[prefix + "stage2"] = train_margin_curriculum(m, sampler, args, device, log, prefix + "stage2")
+        finish_stage(prefix + "stage2", m)
+        train_bce(m, sampler, args.stage3_steps, args.lr * args.stage3_lr_scale, args.batch, (2, 6), 0.1,
+                  device, prefix + "stage3", log)
+        finish_stage(prefix + "stage3", m)
+    model.save_pretrained(args.out / "final", metadata={**meta, "stage": "stage3"})
+
+    report = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "seconds": round(time.time() - t0, 1),
+        "train_clips": len(train), "holdout_clips": len(held),
+        "filter": {"kept_windows": kept, "total_windows": total, "segments": verdicts},
+        "stage2_schedule": schedules,
+        "evaluation": evaluation,
+        "loss_log": log,
+    }
+    (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    plot_report(report, args.out / "report.png")
+    print(f"report: {args.out / 'report.json'} and report.png ({report['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
