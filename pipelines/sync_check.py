@@ -55,7 +55,7 @@ class SyncResult:
                 "confidence": round(self.confidence, 4), "min_dist": round(self.min_dist, 4),
                 "fps": round(self.fps, 3), "duration": round(self.duration, 3), "n_frames": self.n_frames,
                 "face_frames": self.face_frames, "baseline_offset_frames": self.baseline_offset_frames,
-                "curve": {int(s): round(float(d), 4) for s, d in zip(self.shifts, self.curve)},
+                "curve": {str(int(s)): round(float(d), 4) for s, d in zip(self.shifts, self.curve)},
                 "fixed_path": self.fixed_path}
 
     def verdict(self) -> str:

@@ -117,17 +117,21 @@ class PairSampler:
         starts = np.rint(t * MEL_FPS).astype(np.int64)
         return mel_windows(x.mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
 
-    def batch(self, size: int, neg_shifts: tuple[int, int], random_neg: float = 0.0, augment: bool = True):
+    def batch(self, size: int, neg_shifts: tuple[int, int], random_neg: float = 0.0, augment: bool = True,
+              group: int = 8):
         """Video (B,5,48,96) uint8, positive mel (B,80,16), negative mel (B,80,16), and pair labels.
 
-        Negatives are the same video window with audio shifted by k frames (25 fps grid),
-        lo <= |k| <= hi, or, with probability ``random_neg``, from a random other time of the clip.
-        The labels (B, 2B) say, for every video window against every audio window of the batch
-        (positives then negatives), 1 = in sync, 0 = not, -1 = ambiguous (same clip, under 3
-        frames apart: left out of the loss).
+        The batch holds ``group`` windows from each of B / group clips. Each video window's own
+        negative is its audio shifted by k frames (25 fps grid), lo <= |k| <= hi, or, with
+        probability ``random_neg``, from a random other time of the clip. The labels (B, 2B) say,
+        for every video window against every audio window of the batch (positives then
+        negatives): 1 = in sync, 0 = same clip at another time (a hard negative: same face, same
+        voice, only the timing differs), 2 = another clip (an easy negative), -1 = same clip under
+        3 frames apart (ambiguous: left out of the loss).
         """
         lo, hi = neg_shifts
-        clip_ids = self.rng.choice(len(self.clips), size=size, p=self.p)
+        group = max(1, min(group, size))
+        clip_ids = np.repeat(self.rng.choice(len(self.clips), size=-(-size // group), p=self.p), group)[:size]
         video = np.empty((size, 5, 48, 96), np.uint8)
         pos = np.empty((size, 80, SYNC_MEL_FRAMES), np.float32)
         neg = np.empty_like(pos)
@@ -157,7 +161,7 @@ class PairSampler:
         a_clip = np.concatenate([clip_ids, clip_ids])
         dt = np.abs(t_pos[:, None] - np.concatenate([t_pos, t_neg])[None, :]) * VIDEO_FPS  # in frames
         same = clip_ids[:, None] == a_clip[None, :]
-        labels = np.zeros((size, 2 * size), np.float32)
+        labels = np.where(same, 0, 2).astype(np.float32)
         labels[same & (dt < 3)] = -1
         labels[same & (dt < 0.5)] = 1
         return torch.from_numpy(video), torch.from_numpy(pos), torch.from_numpy(neg), torch.from_numpy(labels)
@@ -213,20 +217,24 @@ def evaluate(model: SyncNet, clips: list[dict], seed: int = 0, pairs_per_clip: i
 # --------------------------------------------------------------------------------------------
 # stages
 # --------------------------------------------------------------------------------------------
-def pair_loss(model: SyncNet, v, p, n, labels):
+def pair_loss(model: SyncNet, v, p, n, labels, easy_weight: float = 0.1):
     """Binary cross-entropy on the cosine of every (video, audio) pair of the batch.
 
     Each video window meets its synced audio (label 1), its shifted audio and the audio of every
-    other sample (label 0), as in SigLIP's pairwise sigmoid loss: B x 2B pairs per batch instead
-    of 2B, which gets the discriminator off the log(2) plateau far sooner. Positives and negatives
-    are weighted equally. Returns (loss, cosine of the synced pairs, cosine of the shifted pairs).
+    other sample (labels 0 and 2, see PairSampler.batch), as in SigLIP's pairwise sigmoid loss:
+    B x 2B pairs per batch instead of 2B, which gets the discriminator off the log(2) plateau far
+    sooner. Positives weigh half the loss; of the other half, hard negatives (same clip, other
+    time: only the timing tells them apart) weigh ``1 - easy_weight`` and easy negatives (other
+    clips, which identity alone can reject) ``easy_weight``. Returns (loss, cosine of the synced
+    pairs, cosine of the shifted pairs).
     """
     ev = model.embed_video(v)
     ea = model.embed_audio(torch.cat([p, n]))
     sims = ev @ ea.T  # (B, 2B)
     bce = F.binary_cross_entropy_with_logits(model.sync_logit(sims), labels.clamp(min=0), reduction="none")
-    pos, neg = labels == 1, labels == 0
-    loss = 0.5 * (bce[pos].mean() + bce[neg].mean())
+    hard, easy = bce[labels == 0], bce[labels == 2]
+    neg = (1 - easy_weight) * hard.mean() + easy_weight * easy.mean() if len(easy) else hard.mean()
+    loss = 0.5 * (bce[labels == 1].mean() + neg)
     b = len(v)
     return loss, sims.diagonal(), sims[:, b:].diagonal()
 
@@ -242,7 +250,7 @@ def train_bce(model, sampler, steps, lr, batch, neg_shifts, random_neg, device, 
         loss.backward()
         opt.step()
         sched.step()
-        log.append({"stage": desc, "step": step, "loss": float(loss)})
+        log.append({"stage": desc, "step": step, "loss": loss.item()})
         bar.set_postfix(loss=f"{float(loss):.3f}")
     model.eval()
 
@@ -277,7 +285,7 @@ def train_margin_curriculum(model, sampler, args, device, log, desc="stage2"):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            log.append({"stage": desc, "round": rnd, "margin": margin, "loss": float(loss), "hinge": float(hinge)})
+            log.append({"stage": desc, "round": rnd, "margin": margin, "loss": loss.item(), "hinge": hinge.item()})
             bar.set_postfix(loss=f"{float(loss):.3f}", hinge=f"{float(hinge):.3f}")
         model.eval()
     else:

@@ -1,0 +1,36 @@
+"""The app's API through gradio_client against a launched app."""
+import pytest
+from gradio_client import Client, handle_file
+
+from app import build_app
+from media.io import mux_audio, probe, read_audio
+from tests.bad_inputs import make_bad_inputs
+from tests.test_sync_check import HELD_OUT
+
+
+@pytest.fixture(scope="module")
+def client():
+    demo = build_app().queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield Client(url, verbose=False)
+    demo.close()
+
+
+def test_api_lists_sync_check(client):
+    assert "/sync_check" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def test_sync_check_through_the_api(client, media, tmp_path):
+    clip = mux_audio(media / HELD_OUT, tmp_path / "early.mov", read_audio(media / HELD_OUT), sr=16000, delay_s=-0.24)
+    verdict, details, plot, fixed = client.predict(handle_file(str(clip)), True, api_name="/sync_check")
+    assert abs(details["offset_frames"] - 6) <= 1, details
+    assert "early" in verdict
+    fixed_path = fixed["video"] if isinstance(fixed, dict) else fixed
+    assert fixed_path.endswith(".mp4") and probe(fixed_path).has_audio
+    assert plot is not None
+
+
+def test_bad_inputs_through_the_api(client, media, tmp_path):
+    for name, (path, phrase) in make_bad_inputs(tmp_path, media).items():
+        with pytest.raises(Exception, match=phrase):
+            client.predict(handle_file(str(path)), False, api_name="/sync_check")

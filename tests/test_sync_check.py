@@ -1,0 +1,70 @@
+"""Sync check on real clips with the bundled discriminator: known shifts, the fix, the CLI, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from media.io import mux_audio, probe, read_audio
+from pipelines.sync_check import SyncCheckError, check_sync, load_model
+from tests.bad_inputs import make_bad_inputs
+
+# a clip of a source held out of the bundled model's training (see models/weights/syncnet/config.json)
+HELD_OUT = "talking_video/pcavs_Audio_Source_681100216.mp4"
+
+
+def shifted_clip(src, out, frames_early: int, fps: float = 25.0):
+    """Copy of ``src`` whose audio is ``frames_early`` frames early, as lossless PCM (no AAC delay)."""
+    return mux_audio(src, out, read_audio(src, sr=16000), sr=16000, delay_s=-frames_early / fps)
+
+
+def test_bundled_model_never_saw_the_test_source():
+    meta = load_model().training_metadata
+    assert "pcavs" in meta["holdout_sources"] and "pcavs" not in meta["train_sources"]
+
+
+@pytest.mark.parametrize("shift", [0, 6, -6])
+def test_recovers_a_known_shift(media, tmp_path, shift):
+    clip = shifted_clip(media / HELD_OUT, tmp_path / f"shift{shift}.mkv", shift)
+    result = check_sync(clip)
+    assert abs(result.offset_frames - shift) <= 1, result.summary()
+    assert result.offset_ms == pytest.approx(result.offset_frames * 40.0)
+    assert result.confidence > 0 and result.curve.shape == (31,)
+    assert result.frame_confidence.shape == (result.n_frames,)
+
+
+def test_fix_resyncs_and_copies_the_picture(media, tmp_path):
+    clip = shifted_clip(media / HELD_OUT, tmp_path / "early.mkv", 6)
+    result = check_sync(clip, fix_path=tmp_path / "fixed.mp4")
+    fixed = probe(result.fixed_path)
+    assert fixed.n_frames == probe(clip).n_frames and fixed.video_codec == probe(clip).video_codec
+    again = check_sync(result.fixed_path)
+    assert abs(again.offset_frames) <= 1, again.summary()
+
+
+def test_cli_json_and_fix(media, tmp_path):
+    clip = shifted_clip(media / HELD_OUT, tmp_path / "late.mkv", -6)
+    out = tmp_path / "cli_fixed.mp4"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.sync_check", str(clip), "--json", "--fix", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ["offset_frames", "offset_ms", "confidence", "min_dist", "fps"]:
+        assert key in data
+    assert abs(data["offset_frames"] + 6) <= 1 and data["fps"] == 25.0
+    assert out.exists() and probe(out).has_audio
+
+
+def test_too_long_is_refused_with_the_limit(media):
+    with pytest.raises(SyncCheckError, match="limit is 3 s"):
+        check_sync(media / HELD_OUT, max_seconds=3)
+
+
+def test_bad_inputs_get_clear_messages(media, tmp_path):
+    for name, (path, phrase) in make_bad_inputs(tmp_path, media).items():
+        with pytest.raises(ValueError, match=phrase):
+            check_sync(path)
+        proc = subprocess.run([sys.executable, "-m", "pipelines.sync_check", str(path)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, name
+        assert "Traceback" not in proc.stderr and phrase in proc.stderr, (name, proc.stderr[-1000:])
