@@ -259,6 +259,18 @@ def crop_faces(frames: Iterable[np.ndarray], track: FaceTrack, kind: str = "lowe
     return crops
 
 
+def crop_landmarks(track: FaceTrack, indices: Sequence[int] = LIPS, kind: str = "lower",
+                   size: tuple[int, int] | None = None, smooth: int = 9) -> np.ndarray:
+    """(N, len(indices), 2) landmark positions in the pixel coordinates of :func:`crop_faces`'s crops."""
+    geo = track.geometry(smooth)
+    pts = track.landmarks[:, list(indices), :2]
+    out = np.full(pts.shape, np.nan, dtype=np.float32)
+    for i in range(len(track)):
+        m = crop_transform(geo[i], kind, size)
+        out[i] = pts[i] @ m[:, :2].T + m[:, 2]
+    return out
+
+
 def face_in_image(image: np.ndarray, all_faces: bool = False):
     """Landmarks (478, 3) of the largest face in a photo, a list of all faces, or None if none."""
     with FaceTracker(static=True) as tracker:

@@ -3,9 +3,15 @@
 Inputs, shared by training and the Sync check pipeline:
 
 * video: ``VIDEO_FRAMES`` = 5 consecutive lower-face crops (media.face, kind "lower") sampled on a
-  25 fps time grid (0.2 s), grey-scale 48 x 96, stacked as channels: (B, 5, 48, 96) uint8 or float;
+  25 fps time grid (0.2 s), grey-scale 48 x 96, stacked as channels, minus the clip's mean crop
+  (:func:`face_deviation`): (B, 5, 48, 96) float;
 * audio: the matching ``SYNC_MEL_FRAMES`` = 16 frames of the shared 80-bin log-mel
   (media.features), normalised per clip by :func:`normalize_mel`: (B, 80, 16).
+
+Both inputs are normalised per clip so that what stays constant over a clip (who speaks, the
+microphone, the room, the lighting) is taken out: the mean crop from the picture, the mean
+spectrum (cepstral mean normalisation) from the sound. Trained on minutes of video, a
+discriminator otherwise learns to match voices with faces, which says nothing about timing.
 
 The similarity of a pair is the cosine of the two L2-normalised embeddings. Training uses binary
 cross-entropy on the cosine through a learned affine map, ``p(sync) = sigmoid(scale * cos + bias)``
@@ -30,12 +36,13 @@ VIDEO_FRAMES = 5
 VIDEO_FPS = 25.0  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
 CROP_SIZE = (96, 48)  # (w, h) of the lower-face crop
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet"
+N_LIP_POINTS = 40  # media.face.LIPS
 
 
 @dataclass
 class SyncNetConfig:
     embed_dim: int = 256
-    width: int = 24  # channels of the first layer; later layers are multiples of it
+    width: int = 16  # channels of the first layer; later layers are multiples of it
     video_frames: int = VIDEO_FRAMES
     crop_height: int = CROP_SIZE[1]
     crop_width: int = CROP_SIZE[0]
@@ -82,23 +89,30 @@ class SyncNet(nn.Module):
             _conv(4 * w, 6 * w, 3, (3, 2), 1),  # 3 x 3
             nn.Conv2d(6 * w, c.embed_dim, 3, 1, 0),  # 1 x 1
         )
+        # training-only auxiliary head, shared by both encoders: the lip motion of the 5 frames
+        self.lip_head = nn.Linear(c.embed_dim, c.video_frames * N_LIP_POINTS * 2)
         self.logit_scale = nn.Parameter(torch.tensor(10.0))
         self.logit_bias = nn.Parameter(torch.tensor(-5.0))
 
-    @staticmethod
-    def _prep_video(video: torch.Tensor) -> torch.Tensor:
-        video = video.float()
-        if video.max() > 2:  # uint8 range
-            video = video / 255.0
-        return (video - 0.5) / 0.25
+    def video_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 5, 48, 96) crop deviations (:func:`face_deviation`) -> (B, D) features before normalisation."""
+        return self.video_encoder(video.float()).flatten(1)
 
     def embed_video(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 5, 48, 96) crops -> (B, D) unit-norm embeddings."""
-        return F.normalize(self.video_encoder(self._prep_video(video)).flatten(1), dim=1, eps=1e-6)
+        """(B, 5, 48, 96) crop deviations -> (B, D) unit-norm embeddings."""
+        return F.normalize(self.video_features(video), dim=1, eps=1e-6)
+
+    def predict_lips(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) video or audio features -> (B, 5, 40, 2) lip landmark deviations (see training)."""
+        return self.lip_head(features).view(len(features), self.config.video_frames, N_LIP_POINTS, 2)
+
+    def audio_features(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, 80, 16) normalised log-mel windows -> (B, D) features before normalisation."""
+        return self.audio_encoder(mel.float().unsqueeze(1)).flatten(1)
 
     def embed_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, 80, 16) normalised log-mel windows -> (B, D) unit-norm embeddings."""
-        return F.normalize(self.audio_encoder(mel.float().unsqueeze(1)).flatten(1), dim=1, eps=1e-6)
+        return F.normalize(self.audio_features(mel), dim=1, eps=1e-6)
 
     def forward(self, video: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """Cosine similarity in [-1, 1] of each (video, audio) pair."""
@@ -139,13 +153,22 @@ class SyncNet(nn.Module):
         return model.eval()
 
 
-MEL_FLOOR = -4.0  # silence after normalize_mel
+MEL_FLOOR = -3.0  # silence (and the padding outside a clip) after normalize_mel
+MEL_UNIT_DB = 20.0
 
 
 def normalize_mel(mel: np.ndarray) -> np.ndarray:
-    """Per-clip normalisation of a dB log-mel: 0 at the clip's loud level, 1 unit = 20 dB, floor -4."""
-    ref = float(np.percentile(mel, 99)) if mel.size else 0.0
-    return np.clip((mel - ref) / 20.0, MEL_FLOOR, 1.0).astype(np.float32)
+    """Per-clip cepstral mean normalisation of a dB log-mel: each bin minus its mean over the clip,
+    in units of 20 dB, clipped to [-3, 3]."""
+    if mel.size == 0:
+        return mel.astype(np.float32)
+    return np.clip((mel - mel.mean(axis=1, keepdims=True)) / MEL_UNIT_DB, MEL_FLOOR, -MEL_FLOOR).astype(np.float32)
+
+
+def face_deviation(gray: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """(N, 48, 96) grey crops minus the clip's mean crop (over frames with a face), / 64, float32."""
+    mean = gray[found].mean(axis=0) if found.any() else np.zeros(gray.shape[1:])
+    return ((gray.astype(np.float32) - mean.astype(np.float32)) / 64.0).astype(np.float32)
 
 
 def to_gray(crops: np.ndarray) -> np.ndarray:
@@ -169,11 +192,12 @@ def valid_windows(found: np.ndarray, fps: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def embed_clip(model: SyncNet, gray: np.ndarray, mel: np.ndarray, fps: float, max_shift: int = 15,
-               batch: int = 256, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def embed_clip(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
+               max_shift: int = 15, batch: int = 256, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Video embeddings at every frame and audio embeddings at frames -max_shift .. N-1+max_shift.
 
-    ``gray``: (N, 48, 96) uint8 crops at the native ``fps``; ``mel``: normalised log-mel of the
+    ``gray``: (N, 48, 96) uint8 crops at the native ``fps`` (``found``: frames with a face, whose
+    mean crop is subtracted); ``mel``: normalised log-mel of the
     clip's audio, whose time 0 is the first video frame. Returns (V (N, D), A (N + 2 max_shift, D)).
     """
     model.eval()
@@ -181,9 +205,10 @@ def embed_clip(model: SyncNet, gray: np.ndarray, mel: np.ndarray, fps: float, ma
     vid_idx = video_window_indices(n, fps)
     starts = frame_to_mel(np.arange(-max_shift, n + max_shift), fps)
     a_win = mel_windows(mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
+    dev = face_deviation(gray, found)
     v_out, a_out = [], []
     for s in range(0, n, batch):
-        v_out.append(model.embed_video(torch.from_numpy(gray[vid_idx[s:s + batch]])))
+        v_out.append(model.embed_video(torch.from_numpy(dev[vid_idx[s:s + batch]])))
         if progress is not None:
             progress(min(s + batch, n) / n)
     for s in range(0, len(a_win), batch):
@@ -231,7 +256,7 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
 def sync_score(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
                max_shift: int = 15, progress=None) -> dict:
     """Offset, LSE-D, LSE-C and curves of one clip (see :func:`offset_search`)."""
-    v, a = embed_clip(model, gray, mel, fps, max_shift, progress=progress)
+    v, a = embed_clip(model, gray, found, mel, fps, max_shift, progress=progress)
     return offset_search(v, a, valid_windows(found, fps), max_shift)
 
 
@@ -245,6 +270,12 @@ class SyncInputs:
     audio: np.ndarray  # (S,) float32 mono 16 kHz, sample 0 = first video frame
     fps: float
     mouth_opening: np.ndarray  # (N,) from the landmarks (NaN where no face): the baseline's input
+    lips: np.ndarray  # (N, 40, 2) lip landmarks in crop coordinates / crop size (NaN where no face)
+
+    def lip_motion(self) -> np.ndarray:
+        """(N, 40, 2) lip landmarks minus their mean over the clip, in units of 3 % of the crop."""
+        mean = np.nanmean(self.lips[self.found], axis=0) if self.found.any() else 0.0
+        return np.nan_to_num((self.lips - mean) / 0.03).astype(np.float32)
 
 
 def prepare_clip(video_path, audio=None, end: float | None = None, progress=None) -> SyncInputs:
@@ -255,7 +286,7 @@ def prepare_clip(video_path, audio=None, end: float | None = None, progress=None
     tracking. Raises media.io.MediaError for unreadable input or missing audio and ValueError when
     no face is found in any frame.
     """
-    from media.face import crop_video, track_video
+    from media.face import crop_landmarks, crop_video, track_video
     from media.features import SAMPLE_RATE, log_mel
     from media.io import probe, read_audio
 
@@ -270,5 +301,6 @@ def prepare_clip(video_path, audio=None, end: float | None = None, progress=None
     if not track.found.any():
         raise ValueError("no face was found in the video")
     crops = crop_video(video_path, track, "lower", CROP_SIZE, end=end)
+    lips = crop_landmarks(track, size=CROP_SIZE) / np.array(CROP_SIZE, dtype=np.float32)
     return SyncInputs(to_gray(crops), track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,
-                      track.mouth_opening())
+                      track.mouth_opening(), lips)
