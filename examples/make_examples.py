@@ -57,6 +57,7 @@ def animate(photo: np.ndarray, lm: np.ndarray, openings: np.ndarray):
     chin_y = lm[152, 1]
     max_open = 0.3 * abs(lm[291, 0] - lm[61, 0])
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    lips_across = np.clip(1 - ((xx - mouth_x) / (0.45 * abs(lm[291, 0] - lm[61, 0]))) ** 2, 0, 1)
     # weight 1 on the lower lip and chin, fading out at the jaw line, just above the mouth and below the chin
     across = np.clip(1 - ((xx - mouth_x) / half_w) ** 2, 0, 1)
     down = np.clip((yy - (mouth_y - 2)) / 4, 0, 1) * np.clip((chin_y + 0.6 * (chin_y - mouth_y) - yy) / (0.9 * (chin_y - mouth_y)), 0, 1)
@@ -66,8 +67,8 @@ def animate(photo: np.ndarray, lm: np.ndarray, openings: np.ndarray):
         frame = cv2.remap(photo, xx, (yy - dy * weight).astype(np.float32), cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
         # the opened gap between the lips (stretched from the lip line) darkens like a mouth cavity
-        open_region = np.clip((yy - mouth_y) / max(dy, 1e-3), 0, 1) * (yy < mouth_y + dy) * across * (dy > 0.5)
-        shade = 1 - 0.75 * open_region
+        open_region = (yy >= mouth_y) * (yy < mouth_y + dy) * lips_across
+        shade = 1 - 0.7 * min(1.0, dy / 4) * open_region
         yield (frame * shade[..., None]).astype(np.uint8)
 
 

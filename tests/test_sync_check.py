@@ -8,6 +8,7 @@ import pytest
 from media.io import mux_audio, probe, read_audio
 from pipelines.sync_check import SyncCheckError, check_sync, load_model
 from tests.bad_inputs import make_bad_inputs
+from tests.conftest import ROOT
 
 # a clip of a source held out of the bundled model's training (see models/weights/syncnet/config.json)
 HELD_OUT = "talking_video/pcavs_Audio_Source_681100216.mp4"
@@ -68,3 +69,10 @@ def test_bad_inputs_get_clear_messages(media, tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, name
         assert "Traceback" not in proc.stderr and phrase in proc.stderr, (name, proc.stderr[-1000:])
+
+
+def test_the_tab_examples_show_what_they_say():
+    """The examples are made by examples/make_examples.py: mouth driven by the speech, then audio 8 frames early."""
+    examples = ROOT / "examples"
+    assert abs(check_sync(examples / "sync_astronaut_in_sync.mp4").offset_frames) <= 1
+    assert abs(check_sync(examples / "sync_astronaut_audio_early.mp4").offset_frames - 8) <= 1
