@@ -6,9 +6,12 @@
 Steps (every parameter is a flag):
  0. prepare: track the largest face of every clip (MediaPipe), cut 48x96 grey lower-face crops,
     compute the 16 kHz log-mel (cached in ``--cache``); clips of ``--holdout-source`` are held out.
+    Both inputs are normalised per clip (models.syncnet: mean crop and mean spectrum removed).
  1. STAGE 1: binary cross-entropy on the cosine similarity of synced pairs (label 1) and pairs
-    whose audio is shifted by 3..15 frames or taken from a random other time (label 0)
-    -> first discriminator.
+    whose audio is shifted by 3..15 frames or taken from a random other time of the clip (label
+    0), every video window of a batch against every audio window of its own clips (pair_loss),
+    plus the auxiliary lip-motion loss that gets both encoders off the log(2) plateau on little
+    data -> first discriminator.
  2. FILTER: the first discriminator runs SyncNet's offset search on every ``--segment-seconds``
     segment of every training clip; a segment is kept when its best offset is within
     +/-``--max-offset`` frames and its confidence (median - min distance) is at least
@@ -125,7 +128,8 @@ class PairSampler:
 
     def batch(self, size: int, neg_shifts: tuple[int, int], random_neg: float = 0.0, augment: bool = True,
               group: int = 8):
-        """Video (B,5,48,96) uint8, positive mel (B,80,16), negative mel (B,80,16), and pair labels.
+        """Video (B,5,48,96) crop deviations, positive mel (B,80,16), negative mel (B,80,16), pair
+        labels (B,2B) and the lip motion of the video windows (B,5,40,2).
 
         The batch holds ``group`` windows from each of B / group clips. Each video window's own
         negative is its audio shifted by k frames (25 fps grid), lo <= |k| <= hi, or, with
@@ -165,7 +169,7 @@ class PairSampler:
             neg[b] = self._audio(x, tn)[0]
             t_pos[b], t_neg[b] = t[0], tn[0]
         if augment:
-            video, lips, pos, neg = self._augment(video, lips, pos, neg)
+            video, pos, neg = self._augment(video, pos, neg)
         a_clip = np.concatenate([clip_ids, clip_ids])
         dt = np.abs(t_pos[:, None] - np.concatenate([t_pos, t_neg])[None, :]) * VIDEO_FPS  # in frames
         same = clip_ids[:, None] == a_clip[None, :]
@@ -175,7 +179,7 @@ class PairSampler:
         return (torch.from_numpy(video), torch.from_numpy(pos), torch.from_numpy(neg), torch.from_numpy(labels),
                 torch.from_numpy(lips))
 
-    def _augment(self, video, lips, pos, neg):
+    def _augment(self, video, pos, neg):
         """Small translations, contrast jitter and noise; audio gain, noise, a shift of the mel bins
         by up to 3 (a cheap vocal-tract-length perturbation: other voices) and a frequency mask."""
         rng = self.rng
@@ -188,13 +192,12 @@ class PairSampler:
         audio = np.concatenate([pos, neg]) + np.concatenate([gain, gain])
         audio += rng.normal(0, 0.03, audio.shape).astype(np.float32)
         for b in range(len(pos)):  # the same perturbation for a window's positive and negative
-            k = int(rng.integers(-3, 4))
-            f0 = int(rng.integers(0, audio.shape[1] - 8))
+            k, f0, width = int(rng.integers(-3, 4)), int(rng.integers(0, audio.shape[1] - 8)), int(rng.integers(0, 9))
             for j in (b, b + len(pos)):
                 audio[j] = np.roll(audio[j], k, axis=0)
-                audio[j, f0:f0 + int(rng.integers(0, 9))] = 0.0
+                audio[j, f0:f0 + width] = 0.0
         audio = np.clip(audio, MEL_FLOOR, -MEL_FLOOR)
-        return out, lips, audio[:len(pos)], audio[len(pos):]
+        return out, audio[:len(pos)], audio[len(pos):]
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,9 +389,14 @@ def plot_report(report: dict, path: Path) -> None:
         ax.set_title(title)
         for i, v in enumerate(vals):
             ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-    losses = [e for e in report["loss_log"] if "loss" in e]
-    axes[-1].plot([e["loss"] for e in losses], lw=0.5)
-    axes[-1].set_title("training loss (all stages)")
+    steps = 0
+    for stage in dict.fromkeys(e["stage"] for e in report["loss_log"]):
+        losses = [e["loss"] for e in report["loss_log"] if e["stage"] == stage]
+        axes[-1].plot(range(steps, steps + len(losses)), losses, lw=0.5, label=stage)
+        steps += len(losses)
+    axes[-1].set_title("training loss")
+    axes[-1].set_xlabel("step")
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
