@@ -43,7 +43,7 @@ def sync_tab() -> None:
         "Upload a talking-face video with sound. The three-stage lip-sync discriminator (spec 04) compares the "
         "lips with the audio at shifts of -15..+15 frames. **Offset k > 0: the audio is k frames early** (it leads "
         "the picture); the re-synced video delays it by k frames. Confidence is SyncNet's LSE-C "
-        "(median minus minimum distance); values under ~0.02 mean the check could not tell.")
+        "(median minus minimum distance over the shifts): the higher, the clearer the minimum.")
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Talking-face video", sources=["upload"])
@@ -56,7 +56,8 @@ def sync_tab() -> None:
             details = gr.JSON(label="Details")
     examples = sorted(EXAMPLES.glob("sync_*.mp4")) if EXAMPLES.is_dir() else []
     if examples:
-        gr.Examples([[str(p), True] for p in examples], inputs=[video, fix])
+        gr.Examples([[str(p), True] for p in examples], inputs=[video, fix],
+                    example_labels=[p.stem.removeprefix("sync_").replace("_", " ") for p in examples])
     button.click(run_sync_check, [video, fix], [verdict, details, plot, fixed], api_name="sync_check")
 
 
