@@ -33,6 +33,8 @@ def run_sync_check(video: str | None, fix: bool, progress=gr.Progress()):
                                        progress=lambda f, msg: progress(f, desc=msg))
     except ValueError as err:  # SyncCheckError and MediaError carry user-facing messages
         raise gr.Error(str(err)) from None
+    if result.fix_error:
+        gr.Warning(result.fix_error)
     return (f"### {result.verdict()}\n{result.face_frames}/{result.n_frames} frames with a face, "
             f"{result.duration:.1f} s at {result.fps:.2f} fps. LSE-D {result.min_dist:.3f}, LSE-C {result.confidence:.3f}.",
             result.summary(), sync_check.plot_curve(result), result.fixed_path)

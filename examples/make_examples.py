@@ -39,10 +39,14 @@ def speech(text: str) -> np.ndarray:
         return read_audio(wav, sr=SAMPLE_RATE)
 
 
-def mouth_openings(audio: np.ndarray, n_frames: int) -> np.ndarray:
-    """Per-frame opening in [0, 1] from the loudness envelope (40 dB range, lightly smoothed)."""
+def mouth_openings(audio: np.ndarray, n_frames: int, lead_frames: float = 1.0) -> np.ndarray:
+    """Per-frame opening in [0, 1] from the loudness envelope (40 dB range, lightly smoothed).
+
+    Real lips move ahead of the sound they make (anticipatory coarticulation, some 40-100 ms);
+    the mouth shows the loudness ``lead_frames`` frames later, the way a filmed speaker would.
+    """
     env = loudness_envelope(audio)
-    idx = np.clip(frame_to_mel(np.arange(n_frames) + 0.5, FPS), 0, len(env) - 1)
+    idx = np.clip(frame_to_mel(np.arange(n_frames) + 0.5 + lead_frames, FPS), 0, len(env) - 1)
     loud = env[idx]
     opening = np.clip((loud - (loud.max() - 40)) / 40, 0, 1) ** 1.5
     return np.convolve(np.pad(opening, 1, mode="edge"), [0.25, 0.5, 0.25], mode="valid")

@@ -40,6 +40,10 @@ CROPS = {  # kind: (width in units of d, height in units of d, vertical centre o
 }
 
 
+class NoFaceError(ValueError):
+    """No face was found in any frame."""
+
+
 @dataclass
 class FaceTrack:
     """One face followed over a sequence of frames."""
@@ -70,7 +74,7 @@ class FaceTrack:
         ``smooth`` frames is applied. Raises ValueError when no frame has a face.
         """
         if not self.found.any():
-            raise ValueError("no face was found in any frame")
+            raise NoFaceError("no face was found in any frame")
         lm = self.landmarks[..., :2]
         eyes_l = lm[:, LEFT_EYE].mean(axis=1)
         eyes_r = lm[:, RIGHT_EYE].mean(axis=1)
@@ -129,8 +133,9 @@ def _smooth_landmarks(landmarks: np.ndarray, found: np.ndarray, window: int) -> 
 class FaceTracker:
     """MediaPipe face mesh over a video (tracking mode) or over single photos.
 
-    ``max_faces`` faces are detected per frame; :meth:`track` follows the largest one by default,
-    or every face (``all_faces=True``), associating detections across frames by box overlap.
+    ``max_faces`` faces are detected per frame and associated across frames by box overlap;
+    :meth:`track` returns the track of the face that is largest over the whole clip by default (so
+    the identity cannot switch between two similar faces), or every track (``all_faces=True``).
     """
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, static: bool = False):
@@ -176,11 +181,13 @@ class FaceTracker:
         size = (0, 0)
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
-            faces = self.detect(frame)
-            per_frame.append(faces if all_faces else faces[:1])
+            per_frame.append(self.detect(frame))
             if progress is not None:
                 progress(i)
-        tracks = _associate(per_frame) if all_faces else [[f[0] if f else None for f in per_frame]]
+        tracks = _associate(per_frame)
+        if not all_faces:  # the face that is largest over the clip, followed as one identity
+            tracks = [max(tracks, key=lambda tr: sum(_box_area(p) for p in tr if p is not None))] if tracks else \
+                [[None] * len(per_frame)]
         out = []
         for seq in tracks:
             n = len(seq)

@@ -665,8 +665,11 @@ def mux_audio(video_path: PathLike, out_path: PathLike, audio: np.ndarray | Path
     with _open_input(video_path) as source, _av_errors(video_path, "copy the video of"):
         in_video = _video_stream(source)
         suffix = Path(out_path).suffix.lower()
+        formats = {".mkv": "matroska", ".mov": "mov", ".mp4": "mp4", ".m4v": "mp4"}
+        if suffix not in formats:
+            raise MediaError(f"Cannot write '{_name(out_path)}': use .mp4 (AAC) or .mkv / .mov (PCM)")
         pcm = suffix in (".mkv", ".mov")
-        with _open_output(out_path, {".mkv": "matroska", ".mov": "mov"}.get(suffix, "mp4")) as out:
+        with _av_errors(out_path, "write"), _open_output(out_path, formats[suffix]) as out:
             out_video = out.add_stream_from_template(in_video)
             track = _AacTrack(out, signal, sr, start_time=t0, pcm=pcm)
             for packet in source.demux(in_video):

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from media.features import MEL_FPS, SYNC_MEL_FRAMES, frame_to_mel, mel_windows
+from media.features import SYNC_MEL_FRAMES, frame_to_mel, mel_windows
 
 VIDEO_FRAMES = 5
 VIDEO_FPS = 25.0  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
@@ -193,34 +193,34 @@ def valid_windows(found: np.ndarray, fps: float) -> np.ndarray:
 
 @torch.no_grad()
 def embed_clip(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
-               max_shift: int = 15, batch: int = 256, progress=None) -> tuple[np.ndarray, np.ndarray]:
+               max_shift: int = 15, batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Video embeddings at every frame and audio embeddings at frames -max_shift .. N-1+max_shift.
 
     ``gray``: (N, 48, 96) uint8 crops at the native ``fps`` (``found``: frames with a face, whose
-    mean crop is subtracted); ``mel``: normalised log-mel of the
-    clip's audio, whose time 0 is the first video frame. Returns (V (N, D), A (N + 2 max_shift, D)).
+    mean crop is subtracted); ``mel``: normalised log-mel of the clip's audio, whose time 0 is the
+    first video frame. Returns V (N, D), A (N + 2 max_shift, D) and, for each audio window, whether
+    it lies inside the recording (windows reaching past either end are padded, and are left out of
+    the offset search: the model never saw such padding in training).
     """
     model.eval()
     n = len(gray)
     vid_idx = video_window_indices(n, fps)
     starts = frame_to_mel(np.arange(-max_shift, n + max_shift), fps)
+    a_inside = (starts >= 0) & (starts + SYNC_MEL_FRAMES <= mel.shape[1])
     a_win = mel_windows(mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
     dev = face_deviation(gray, found)
-    v_out, a_out = [], []
-    for s in range(0, n, batch):
-        v_out.append(model.embed_video(torch.from_numpy(dev[vid_idx[s:s + batch]])))
-        if progress is not None:
-            progress(min(s + batch, n) / n)
-    for s in range(0, len(a_win), batch):
-        a_out.append(model.embed_audio(torch.from_numpy(a_win[s:s + batch])))
-    return torch.cat(v_out).numpy(), torch.cat(a_out).numpy()
+    v_out = [model.embed_video(torch.from_numpy(dev[vid_idx[s:s + batch]])) for s in range(0, n, batch)]
+    a_out = [model.embed_audio(torch.from_numpy(a_win[s:s + batch])) for s in range(0, len(a_win), batch)]
+    return torch.cat(v_out).numpy(), torch.cat(a_out).numpy(), a_inside
 
 
-def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: int = 15) -> dict:
+def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: int = 15,
+                  a_inside: np.ndarray | None = None) -> dict:
     """SyncNet's offset search over embeddings from :func:`embed_clip`.
 
     ``dist[i, k] = |v_i - a_{i-k}|`` for shifts ``k`` in [-max_shift, max_shift]: a positive ``k``
     means the audio is k frames EARLY (it leads the picture); delaying it by k frames re-syncs.
+    Pairs whose audio window falls outside the recording (``a_inside`` False) are left out.
     Returns the mean-distance curve over shifts, the offset at its minimum, ``min_dist`` (LSE-D),
     ``confidence`` = median(curve) - min(curve) (LSE-C), and the per-frame confidence (median of the
     curve minus the frame's distance at the chosen offset, median-filtered over 9 frames as in
@@ -236,12 +236,18 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
     # a has an offset of max_shift: a_{i-k} is a[i - k + max_shift]
     cols = rows[:, None] - shifts[None, :] + max_shift
     dist = np.linalg.norm(v[rows][:, None, :] - a[cols], axis=2)  # (R, S)
-    curve = dist.mean(axis=0)
-    best = int(np.argmin(curve))
-    median = float(np.median(curve))
+    if a_inside is not None:
+        dist[~a_inside[cols]] = np.nan
+    counts = np.isfinite(dist).sum(axis=0)
+    curve = np.where(counts > 0, np.nansum(dist, axis=0) / np.maximum(counts, 1), np.nan)
+    if not np.isfinite(curve).any():
+        raise ValueError("the clip is too short to compare its audio with the picture")
+    best = int(np.nanargmin(curve))
+    median = float(np.nanmedian(curve))
     frame_conf = np.full(n, np.nan, dtype=np.float32)
-    fconf = median - dist[:, best]
-    frame_conf[rows] = medfilt(fconf, kernel_size=9) if len(fconf) >= 9 else fconf
+    ok = np.isfinite(dist[:, best])
+    fconf = median - dist[ok, best]
+    frame_conf[rows[ok]] = medfilt(fconf, kernel_size=9) if len(fconf) >= 9 else fconf
     return {
         "offset_frames": int(shifts[best]),
         "min_dist": float(curve[best]),
@@ -254,10 +260,10 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
 
 
 def sync_score(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
-               max_shift: int = 15, progress=None) -> dict:
+               max_shift: int = 15) -> dict:
     """Offset, LSE-D, LSE-C and curves of one clip (see :func:`offset_search`)."""
-    v, a = embed_clip(model, gray, found, mel, fps, max_shift, progress=progress)
-    return offset_search(v, a, valid_windows(found, fps), max_shift)
+    v, a, a_inside = embed_clip(model, gray, found, mel, fps, max_shift)
+    return offset_search(v, a, valid_windows(found, fps), max_shift, a_inside)
 
 
 @dataclass
@@ -283,10 +289,10 @@ def prepare_clip(video_path, audio=None, end: float | None = None, progress=None
 
     ``audio``: None to use the video's own track, a path (e.g. a side-car .wav whose sample 0 is
     the first video frame), or a float32 16 kHz array. ``progress(fraction)`` is called while
-    tracking. Raises media.io.MediaError for unreadable input or missing audio and ValueError when
-    no face is found in any frame.
+    tracking. Raises media.io.MediaError for unreadable input or missing audio and
+    media.face.NoFaceError when no face is found in any frame.
     """
-    from media.face import crop_landmarks, crop_video, track_video
+    from media.face import NoFaceError, crop_landmarks, crop_video, track_video
     from media.features import SAMPLE_RATE, log_mel
     from media.io import probe, read_audio
 
@@ -299,7 +305,7 @@ def prepare_clip(video_path, audio=None, end: float | None = None, progress=None
     track, fps = track_video(video_path, end=end,
                              progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
     if not track.found.any():
-        raise ValueError("no face was found in the video")
+        raise NoFaceError("no face was found in the video")
     crops = crop_video(video_path, track, "lower", CROP_SIZE, end=end)
     lips = crop_landmarks(track, size=CROP_SIZE) / np.array(CROP_SIZE, dtype=np.float32)
     return SyncInputs(to_gray(crops), track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,

@@ -25,4 +25,5 @@ def make_bad_inputs(folder: Path, media: Path) -> dict[str, tuple[Path, str]]:
         "audio_only": (audio_only, "no video"),
         "no_audio": (media / "talking_video" / "no_audio" / "dreamtalk_MEAD_M030_front_happy_level3_001.mp4", "no audio"),
         "no_face": (no_face, "no face"),
+        "silent": (media / "talking_video" / "no_audio" / "liveportrait_d9.mp4", "silent"),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,9 +22,6 @@ from media.io import (
     write_video,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-MEDIA = ROOT / os.environ.get("AVSTUDIO_MEDIA", "../shared/media")
-needs_media = pytest.mark.skipif(not MEDIA.is_dir(), reason=f"no shared media at {MEDIA}")
 
 SR = 16000
 FLASH = 20  # index of the only bright frame; the audio burst starts at its time
@@ -252,9 +248,8 @@ def test_write_audio_round_trip(tmp_path):
 # ----------------------------------------------------------------------------- real media
 
 
-@needs_media
-def test_real_talking_video():
-    path = MEDIA / "talking_video/pcavs_Input_00010.mp4"
+def test_real_talking_video(media):
+    path = media / "talking_video/pcavs_Input_00010.mp4"
     info = probe(path)
     assert info.fps == 25.0 and info.video_codec == "h264" and info.audio_sample_rate == 16000
     assert info.n_frames == pytest.approx(info.duration * 25, rel=0.02)
@@ -269,9 +264,8 @@ def test_real_talking_video():
     np.testing.assert_array_equal(np.stack(part), frames[50:60])
 
 
-@needs_media
-def test_real_mpeg4_video_and_mux(tmp_path):
-    path = MEDIA / "talking_video/lrs2_deepavsr_00001.mp4"
+def test_real_mpeg4_video_and_mux(media, tmp_path):
+    path = media / "talking_video/lrs2_deepavsr_00001.mp4"
     info = probe(path)
     assert info.video_codec == "mpeg4"
     frames, fps = read_video(path)
@@ -283,9 +277,8 @@ def test_real_mpeg4_video_and_mux(tmp_path):
     np.testing.assert_allclose(read_audio(out)[1600:], speech[:-1600], atol=0.05)
 
 
-@needs_media
-def test_real_ogg_and_chunks():
-    path = MEDIA / "music/etr_race1-jt.ogg"
+def test_real_ogg_and_chunks(media):
+    path = media / "music/etr_race1-jt.ogg"
     assert len(read_audio(path, start=0, end=5)) == 5 * SR
     info = probe(path)
     chunks = list(iter_audio_chunks(path, sr=SR, chunk_s=10.0))
@@ -326,9 +319,8 @@ def test_errors_are_media_errors(tmp_path):
         mux_audio(wav, tmp_path / "out.mp4", np.zeros(SR, np.float32))
 
 
-@needs_media
-def test_real_video_without_audio():
-    path = MEDIA / "talking_video/no_audio/dreamtalk_MEAD_M030_front_happy_level3_001.mp4"
+def test_real_video_without_audio(media):
+    path = media / "talking_video/no_audio/dreamtalk_MEAD_M030_front_happy_level3_001.mp4"
     _raises_media_error(read_audio, path, "no audio")
 
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from media.io import mux_audio, probe, read_audio
+from media.io import mux_audio, probe, read_audio, read_video, write_video
 from pipelines.sync_check import SyncCheckError, check_sync, load_model
 from tests.bad_inputs import make_bad_inputs
 from tests.conftest import ROOT
@@ -74,5 +74,28 @@ def test_bad_inputs_get_clear_messages(media, tmp_path):
 def test_the_tab_examples_show_what_they_say():
     """The examples are made by examples/make_examples.py: mouth driven by the speech, then audio 8 frames early."""
     examples = ROOT / "examples"
-    assert abs(check_sync(examples / "sync_astronaut_in_sync.mp4").offset_frames) <= 1
-    assert abs(check_sync(examples / "sync_astronaut_audio_early.mp4").offset_frames - 8) <= 1
+    in_sync = check_sync(examples / "sync_astronaut_in_sync.mp4")
+    early = check_sync(examples / "sync_astronaut_audio_early.mp4")
+    assert (in_sync.offset_frames, early.offset_frames) == (0, 8)
+    assert in_sync.reliable and early.reliable
+
+
+def test_30fps_clip_with_sidecar_audio(media, tmp_path):
+    folder = media / "talking_video" / "paired_audio"
+    clip = mux_audio(folder / "styletalk_feifeili_clip3.mp4", tmp_path / "early.mkv", folder / "styletalk_feifeili_clip3.wav",
+                     sr=16000, delay_s=-6 / 30)
+    result = check_sync(clip)
+    assert result.fps == pytest.approx(30.0, abs=0.01)
+    assert abs(result.offset_frames - 6) <= 1, result.summary()
+    assert result.offset_ms == pytest.approx(result.offset_frames * 1000 / 30, abs=0.2)
+    assert result.curve.shape == (2 * 18 + 1,)  # +/-0.6 s at 30 fps
+
+
+def test_a_still_face_is_not_trusted_and_not_fixed(media, tmp_path):
+    src = media / HELD_OUT
+    frames, fps = read_video(src, max_frames=1)
+    still = tmp_path / "still.mp4"
+    write_video(still, (frames[0] for _ in range(200)), fps, audio=read_audio(src)[: 8 * 16000], sr=16000)
+    result = check_sync(still, fix_path=tmp_path / "fixed.mp4")
+    assert not result.reliable and "No reliable" in result.verdict()
+    assert result.fixed_path is None and not (tmp_path / "fixed.mp4").exists() and result.fix_error

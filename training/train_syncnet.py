@@ -344,7 +344,7 @@ def sync_filter(model, clips, args) -> tuple[list[np.ndarray], list[dict]]:
         x = c["inputs"]
         seg = max(1, int(round(args.segment_seconds * x.fps)))
         keep = np.zeros_like(c["mask"])
-        v, a = embed_clip(model, x.gray, x.found, x.mel, x.fps)
+        v, a, a_inside = embed_clip(model, x.gray, x.found, x.mel, x.fps)
         for s0 in range(0, len(x.found), seg):
             sl = slice(s0, min(len(x.found), s0 + seg))
             m = np.zeros_like(c["mask"])
@@ -354,7 +354,7 @@ def sync_filter(model, clips, args) -> tuple[list[np.ndarray], list[dict]]:
             if m.sum() < args.min_windows:
                 entry.update(kept=False, reason=f"only {int(m.sum())} windows with a face")
             else:
-                res = offset_search(v, a, m)
+                res = offset_search(v, a, m, a_inside=a_inside)
                 entry.update(offset=res["offset_frames"], confidence=round(res["confidence"], 4))
                 if abs(res["offset_frames"]) > args.max_offset:
                     entry.update(kept=False, reason=f"offset {res['offset_frames']} frames")
