@@ -20,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from media.features import SAMPLE_RATE, log_mel

@@ -28,7 +28,6 @@ FMIN = 55.0
 FMAX = 7600.0
 MEL_FPS = SAMPLE_RATE / HOP_LENGTH  # 80 feature frames per second
 N_MFCC = 13
-SYNC_VIDEO_FRAMES = 5  # 0.2 s of video at 25 fps
 SYNC_MEL_FRAMES = 16  # 0.2 s of audio features
 DB_FLOOR = -100.0
 

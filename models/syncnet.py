@@ -30,13 +30,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from media.face import CROPS, LIPS
 from media.features import SYNC_MEL_FRAMES, frame_to_mel, mel_windows
 
 VIDEO_FRAMES = 5
 VIDEO_FPS = 25.0  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
-CROP_SIZE = (96, 48)  # (w, h) of the lower-face crop
+CROP_SIZE = CROPS["lower"][3]  # (w, h) = (96, 48), the lower-face crop
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet"
-N_LIP_POINTS = 40  # media.face.LIPS
+N_LIP_POINTS = len(LIPS)  # 40
 
 
 @dataclass
@@ -284,7 +285,7 @@ class SyncInputs:
         return np.nan_to_num((self.lips - mean) / 0.03).astype(np.float32)
 
 
-def prepare_clip(video_path, audio=None, end: float | None = None, progress=None) -> SyncInputs:
+def prepare_clip(video_path, audio=None, progress=None) -> SyncInputs:
     """Decode a clip, track its largest face, cut the crops and compute the audio features.
 
     ``audio``: None to use the video's own track, a path (e.g. a side-car .wav whose sample 0 is
@@ -299,14 +300,14 @@ def prepare_clip(video_path, audio=None, end: float | None = None, progress=None
     info = probe(video_path)
     n_total = max(1, int(info.n_frames))
     if audio is None or isinstance(audio, (str, Path)):
-        wave = read_audio(audio or video_path, sr=SAMPLE_RATE, end=end)
+        wave = read_audio(audio or video_path, sr=SAMPLE_RATE)
     else:
         wave = np.asarray(audio, dtype=np.float32)
-    track, fps = track_video(video_path, end=end,
+    track, fps = track_video(video_path,
                              progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
     if not track.found.any():
         raise NoFaceError("no face was found in the video")
-    crops = crop_video(video_path, track, "lower", CROP_SIZE, end=end)
+    crops = crop_video(video_path, track, "lower", CROP_SIZE)
     lips = crop_landmarks(track, size=CROP_SIZE) / np.array(CROP_SIZE, dtype=np.float32)
     return SyncInputs(to_gray(crops), track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,
                       track.mouth_opening(), lips)

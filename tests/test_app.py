@@ -3,9 +3,9 @@ import pytest
 from gradio_client import Client, handle_file
 
 from app import build_app
-from media.io import mux_audio, probe, read_audio
+from media.io import probe
 from tests.bad_inputs import make_bad_inputs
-from tests.test_sync_check import HELD_OUT
+from tests.test_sync_check import HELD_OUT, shifted_clip
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_api_lists_sync_check(client):
 
 
 def test_sync_check_through_the_api(client, media, tmp_path):
-    clip = mux_audio(media / HELD_OUT, tmp_path / "early.mov", read_audio(media / HELD_OUT), sr=16000, delay_s=-0.24)
+    clip = shifted_clip(media / HELD_OUT, tmp_path / "early.mov", 6)
     verdict, details, plot, fixed = client.predict(handle_file(str(clip)), True, api_name="/sync_check")
     assert abs(details["offset_frames"] - 6) <= 1, details
     assert "early" in verdict

@@ -442,7 +442,10 @@ def main(argv=None) -> int:
     if not train or not held:
         print(f"error: need clips both in and out of --holdout-source {args.holdout_source}", file=sys.stderr)
         return 2
-    assert not {c["speaker"] for c in train} & {c["speaker"] for c in held}, "a held-out speaker is in training"
+    shared = {c["speaker"] for c in train} & {c["speaker"] for c in held}
+    if shared:
+        print(f"error: speakers {sorted(shared)} are both in training and held out", file=sys.stderr)
+        return 2
     print(f"training on {len(train)} clips ({sorted({c['source'] for c in train})}), "
           f"evaluating on {len(held)} held-out clips ({sorted({c['source'] for c in held})})")
 
