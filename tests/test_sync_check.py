@@ -3,10 +3,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from media.io import mux_audio, probe, read_audio, read_video, write_video
-from pipelines.sync_check import SyncCheckError, check_sync, load_model
+from pipelines.sync_check import SyncCheckError, check_sync, load_model, resync
 from tests.bad_inputs import make_bad_inputs
 from tests.conftest import ROOT
 
@@ -99,3 +100,15 @@ def test_a_still_face_is_not_trusted_and_not_fixed(media, tmp_path):
     result = check_sync(still, fix_path=tmp_path / "fixed.mp4")
     assert not result.reliable and "No reliable" in result.verdict()
     assert result.fixed_path is None and not (tmp_path / "fixed.mp4").exists() and result.fix_error
+
+
+def test_resync_reencodes_pictures_browsers_cannot_play(media, tmp_path):
+    """An MPEG-4 Part 2 (LRS2) picture is re-encoded to H.264; the audio moves by exactly the offset."""
+    src = media / "talking_video" / "lrs2_deepavsr_00016.mp4"
+    out = resync(src, 2, 25.0, tmp_path / "fixed.mp4")
+    info, orig = probe(out), probe(src)
+    assert orig.video_codec == "mpeg4" and info.video_codec == "h264" and info.n_frames == orig.n_frames
+    a, b = read_audio(src), read_audio(out)
+    n = min(len(a), len(b))
+    lag = int(np.argmax(np.correlate(b[:n], a[:n], "full"))) - (n - 1)
+    assert abs(lag - 2 * 640) <= 16, lag  # 2 frames = 80 ms = 1280 samples later
