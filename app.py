@@ -8,7 +8,9 @@ Environment: AVSTUDIO_MAX_SECONDS (longest accepted clip, default 120 s), AVSTUD
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +21,16 @@ ROOT = Path(__file__).parent
 EXAMPLES = ROOT / "examples"
 MAX_UPLOAD_MB = float(os.environ.get("AVSTUDIO_MAX_UPLOAD_MB", 200))
 SYNCNET = os.environ.get("AVSTUDIO_SYNCNET", str(sync_check.DEFAULT_WEIGHTS))
+OUTPUT_TTL_S = 3600  # outputs (ours and Gradio's cached copies) are deleted after an hour
+
+
+def new_output_dir() -> Path:
+    """A fresh folder for one request's outputs; folders of earlier requests older than OUTPUT_TTL_S go."""
+    root = Path(tempfile.gettempdir())
+    for old in root.glob("avstudio_out_*"):
+        if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix="avstudio_out_"))
 
 
 def run_sync_check(video: str | None, fix: bool, progress=gr.Progress()):
@@ -27,7 +39,7 @@ def run_sync_check(video: str | None, fix: bool, progress=gr.Progress()):
         raise gr.Error("Upload a video of a talking face first.")
     out = None
     if fix:
-        out = Path(tempfile.mkdtemp(prefix="avstudio_sync_")) / f"{Path(video).stem}_resynced.mp4"
+        out = new_output_dir() / f"{Path(video).stem}_resynced.mp4"
     try:
         result = sync_check.check_sync(video, sync_check.load_model(SYNCNET), fix_path=out,
                                        progress=lambda f, msg: progress(f, desc=msg))
@@ -64,7 +76,7 @@ def sync_tab() -> None:
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="AV Studio") as demo:
+    with gr.Blocks(title="AV Studio", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
         gr.Markdown("# AV Studio\nAudio-visual generation and labelling, with real models that run on a laptop.")
         with gr.Tab("Sync check"):
             sync_tab()
