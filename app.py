@@ -55,7 +55,7 @@ def run_sync_check(video: str | None, fix: bool, progress=gr.Progress()):
 def sync_tab() -> None:
     gr.Markdown(
         "Upload a talking-face video with sound. The three-stage lip-sync discriminator (spec 04) compares the "
-        "lips with the audio at shifts of -15..+15 frames. **Offset k > 0: the audio is k frames early** (it leads "
+        "lips with the audio at shifts of up to 0.6 s (-15..+15 frames at 25 fps). **Offset k > 0: the audio is k frames early** (it leads "
         "the picture); the re-synced video delays it by k frames. Confidence is SyncNet's LSE-C "
         "(median minus minimum distance over the shifts): the higher, the clearer the minimum.")
     with gr.Row():

@@ -213,13 +213,15 @@ def resync(video: str | Path, offset_frames: int, fps: float, out: str | Path) -
 
 
 def plot_curve(result: SyncResult):
-    """Matplotlib figure: distance over shifts (minimum marked) and per-frame confidence."""
-    import matplotlib
+    """Matplotlib figure: distance over shifts (minimum marked) and per-frame confidence.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A bare ``Figure`` (not registered with pyplot), so that a server making one per request
+    does not accumulate them.
+    """
+    from matplotlib.figure import Figure
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    fig = Figure(figsize=(10, 3.2))
+    a, b = fig.subplots(1, 2)
     a.plot(result.shifts, result.curve, marker="o", ms=3)
     a.axvline(result.offset_frames, color="tab:red", ls="--", label=f"offset {result.offset_frames:+d}")
     a.set_xlabel("shift k (frames; k > 0: audio early)")
