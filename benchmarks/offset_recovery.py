@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from media.features import SAMPLE_RATE, log_mel
 from media.io import mux_audio, read_audio
-from models.syncnet import DEFAULT_WEIGHTS, SyncNet, normalize_mel, prepare_clip, sync_score
+from models.syncnet import DEFAULT_WEIGHTS, SyncNet, embed_video_windows, normalize_mel, prepare_clip, sync_score
 from pipelines.sync_check import baseline_offset
 from training.train_syncnet import shift_recovery
 
@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for clip in tqdm(clips, desc="clips", unit="clip"):
             x = prepare_clip(clip)  # face tracking once: the picture is the same in every shifted copy
+            video_emb = {name: embed_video_windows(model, x.gray, x.found, x.fps) for name, model in models.items()}
             original = read_audio(clip, sr=SAMPLE_RATE)
             for shift in args.shifts:
                 shifted = mux_audio(clip, Path(tmp) / f"{clip.stem}_{shift}.mkv", original, sr=SAMPLE_RATE,
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
                 mel = normalize_mel(log_mel(audio, SAMPLE_RATE))
                 case = {"clip": clip.name, "true": shift}
                 for name, model in models.items():
-                    case[name] = sync_score(model, x.gray, x.found, mel, x.fps)["offset_frames"]
+                    case[name] = sync_score(model, x.gray, x.found, mel, x.fps,
+                                            video_embeddings=video_emb[name])["offset_frames"]
                 case["baseline"] = baseline_offset(x.mouth_opening, audio, x.fps)
                 for n in names:
                     hits[n] += abs(case[n] - shift) <= 1

@@ -44,11 +44,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from media.features import MEL_FPS, SAMPLE_RATE, SYNC_MEL_FRAMES, log_mel, mel_windows
+from media.features import MEL_FPS, SAMPLE_RATE, SYNC_MEL_FRAMES, frame_to_mel, log_mel, mel_windows
 from media.io import shift_audio
-from models.syncnet import (MEL_FLOOR, N_LIP_POINTS, VIDEO_FPS, SyncInputs, SyncNet, SyncNetConfig, embed_clip,
-                            face_deviation, normalize_mel,
-                            offset_search, prepare_clip, sync_score, valid_windows, video_window_indices)
+from models.syncnet import (MEL_FLOOR, N_LIP_POINTS, VIDEO_FPS, SyncInputs, SyncNet, SyncNetConfig,
+                            embed_audio_windows, embed_video_windows, face_deviation, normalize_mel, offset_search,
+                            prepare_clip, sync_score, valid_windows, video_window_indices)
 
 EVAL_SHIFTS = (-8, -4, 0, 4, 8)
 
@@ -103,8 +103,7 @@ def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> 
 
 def _audio_inside(x: SyncInputs) -> np.ndarray:
     """Windows whose 0.2 s of audio lies inside the recording."""
-    t = np.arange(len(x.found)) / x.fps
-    return np.rint(t * MEL_FPS) + SYNC_MEL_FRAMES <= x.mel.shape[1]
+    return frame_to_mel(np.arange(len(x.found)), x.fps) + SYNC_MEL_FRAMES <= x.mel.shape[1]
 
 
 class PairSampler:
@@ -220,10 +219,12 @@ def evaluate(model: SyncNet, clips: list[dict], seed: int = 0, pairs_per_clip: i
     hits, cases = 0, []
     for c in clips:
         x = c["inputs"]
+        v = embed_video_windows(model, x.gray, x.found, x.fps)  # the picture is the same at every shift
         for s in EVAL_SHIFTS:
             # audio s frames EARLY (leading the picture): advance it by s frames
             wave = shift_audio(x.audio, SAMPLE_RATE, -s / x.fps)
-            res = sync_score(model, x.gray, x.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), x.fps)
+            res = sync_score(model, x.gray, x.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), x.fps,
+                             video_embeddings=v)
             ok = abs(res["offset_frames"] - s) <= 1
             hits += ok
             cases.append({"clip": c["name"], "true": s, "found": res["offset_frames"],
@@ -344,7 +345,8 @@ def sync_filter(model, clips, args) -> tuple[list[np.ndarray], list[dict]]:
         x = c["inputs"]
         seg = max(1, int(round(args.segment_seconds * x.fps)))
         keep = np.zeros_like(c["mask"])
-        v, a, a_inside = embed_clip(model, x.gray, x.found, x.mel, x.fps)
+        v = embed_video_windows(model, x.gray, x.found, x.fps)
+        a, a_inside = embed_audio_windows(model, x.mel, len(x.gray), x.fps)
         for s0 in range(0, len(x.found), seg):
             sl = slice(s0, min(len(x.found), s0 + seg))
             m = np.zeros_like(c["mask"])
