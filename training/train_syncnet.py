@@ -238,8 +238,9 @@ def shift_recovery(cases: list[dict], key: str = "found") -> float:
     """Share of shifted cases whose estimate moved by the applied shift (+/-1 frame) from the
     estimate of the same clip unshifted: offset detection that does not assume the original
     recording itself is in sync."""
-    zero = {c["clip"]: c[key] for c in cases if c["true"] == 0}
-    moved = [abs((c[key] - zero[c["clip"]]) - c["true"]) <= 1 for c in cases if c["true"] != 0 and c["clip"] in zero]
+    zero = {c["clip"]: c[key] for c in cases if c["true"] == 0 and c[key] is not None}
+    moved = [c[key] is not None and abs((c[key] - zero[c["clip"]]) - c["true"]) <= 1
+             for c in cases if c["true"] != 0 and c["clip"] in zero]
     return float(np.mean(moved)) if moved else float("nan")
 
 
