@@ -1,0 +1,228 @@
+"""Lip-sync video processing network of spec 05: feature extraction, decoding-generation, discriminator.
+
+Everything works on the similarity-aligned lower-face crop of ``media.face`` (kind ``"lower"``:
+3.0 d wide, 1.5 d tall, d = eye-to-mouth distance) at ``crop`` = 128 x 64 pixels, the geometry the
+sync discriminator (``models.syncnet``) sees at 96 x 48. One output frame t is made from:
+
+* the **group** of x = 5 mouth-feature crops centred on t (t-2 .. t+2): RGB mouth-blur image plus
+  its gradient map as a 4th channel (spec step 2a/2b), 5 x 4 = 20 input channels;
+* the **audio spectrum** at t: MFCC (13 coefficients) over the 0.2 s centred on the frame
+  (16 feature frames at 80 per second, the sync discriminator's window), normalised per clip;
+* the **mouth keypoints** of the reference frame (the 40 face-mesh lip points), drawn as a
+  one-channel heat map: where the mouth sits (spec step 4, "corrected with the mouth keypoints").
+
+Subnetworks (spec step 4 and training):
+
+* :class:`FeatureExtractor`: a visual encoder over the group and an audio encoder over the MFCC
+  window, each to a ``feat_dim`` vector; trained first (stage A) so that the visual and the audio
+  vector of the same moment agree element by element, and frozen afterwards.
+* :class:`Generator` (decoding-generation): a U-Net whose encoder reads the reference frame's
+  mouth-blur crop, gradient and keypoint map (appearance, pose, mouth position) and whose
+  bottleneck takes the target visual feature vector; at inference that vector is the audio
+  encoder's output, which stage A made agree with what the visual encoder would see on a face
+  saying that sound. Output: the lower-face crop (RGB in [0, 1]).
+* :class:`Discriminator`: real lower-face crops vs generated ones (BCE), trained alternately
+  with the generator (stage B).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "lipsync"
+INJECT_CHANNELS = 32
+
+
+@dataclass
+class LipSyncConfig:
+    crop_width: int = 128
+    crop_height: int = 64
+    group: int = 5  # x frames per group
+    n_mfcc: int = 13
+    mfcc_frames: int = 16  # 0.2 s at 80 feature frames per second
+    feat_dim: int = 256
+    width: int = 24  # channels of the first generator layer (the bundled file must stay under 10 MB)
+
+
+def _conv(cin, cout, k=3, s=1, p=1, norm=True):
+    layers = [nn.Conv2d(cin, cout, k, s, p, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class FeatureExtractor(nn.Module):
+    """Group of mouth-feature crops -> visual feature vector; MFCC window -> audio feature vector."""
+
+    def __init__(self, c: LipSyncConfig):
+        super().__init__()
+        self.config = c
+        self.visual = nn.Sequential(  # (20, 64, 128)
+            _conv(4 * c.group, 32, 5, 2, 2),  # 32 x 64
+            _conv(32, 48, 3, 2, 1),  # 16 x 32
+            _conv(48, 64, 3, 2, 1),  # 8 x 16
+            _conv(64, 96, 3, 2, 1),  # 4 x 8
+            _conv(96, 128, 3, 2, 1),  # 2 x 4
+            nn.Flatten(),
+            nn.Linear(128 * 2 * 4, c.feat_dim),
+        )
+        self.audio = nn.Sequential(  # (1, 13, 16)
+            _conv(1, 32, 3, 1, 1),
+            _conv(32, 64, 3, 1, 1),
+            _conv(64, 96, 3, (1, 2), 1),  # 13 x 8
+            _conv(96, 128, 3, 2, 1),  # 7 x 4
+            _conv(128, 128, 3, 2, 1),  # 4 x 2
+            nn.Flatten(),
+            nn.Linear(128 * 4 * 2, c.feat_dim),
+        )
+
+    def visual_vector(self, group: torch.Tensor) -> torch.Tensor:
+        """(B, 20, 64, 128) float in [0, 1] -> (B, feat_dim)."""
+        return self.visual(group)
+
+    def audio_vector(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(B, 13, 16) normalised MFCC -> (B, feat_dim)."""
+        return self.audio(mfcc.unsqueeze(1))
+
+
+class Generator(nn.Module):
+    """U-Net: reference crop (blur RGB + gradient + keypoint map) and a feature vector -> lower-face crop."""
+
+    def __init__(self, c: LipSyncConfig):
+        super().__init__()
+        w = c.width
+        self.config = c
+        chans = [w, 2 * w, 3 * w, 4 * w, 4 * w]  # 64x128, 32x64, 16x32, 8x16, 4x8
+        self.down = nn.ModuleList()
+        cin = 5
+        for i, ch in enumerate(chans):
+            self.down.append(nn.Sequential(_conv(cin, ch, 3, 1 if i == 0 else 2, 1), _conv(ch, ch)))
+            cin = ch
+        self.film = nn.Linear(c.feat_dim, 2 * chans[-1])  # the feature vector scales and shifts the bottleneck
+        self.inject = nn.Linear(c.feat_dim, INJECT_CHANNELS * 4 * 8)  # and is laid out over the 4 x 8 grid
+        self.up = nn.ModuleList()
+        prev = chans[-1] + INJECT_CHANNELS
+        for ch in reversed(chans[:-1]):
+            self.up.append(nn.Sequential(_conv(prev + ch, ch), _conv(ch, ch)))
+            prev = ch
+        self.out = nn.Conv2d(prev, 3, 1)
+
+    def forward(self, reference: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """(B, 5, 64, 128) reference channels, (B, feat_dim) target vector -> (B, 3, 64, 128) in [0, 1]."""
+        skips = []
+        x = reference
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        gamma, beta = self.film(vector).chunk(2, dim=1)
+        x = x * (1 + gamma[..., None, None]) + beta[..., None, None]
+        x = torch.cat([x, self.inject(vector).view(len(x), INJECT_CHANNELS, *x.shape[-2:])], dim=1)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return torch.sigmoid(self.out(x))
+
+
+class Discriminator(nn.Module):
+    """Real vs generated lower-face crops (one logit per crop)."""
+
+    def __init__(self, c: LipSyncConfig):
+        super().__init__()
+        self.net = nn.Sequential(  # (3, 64, 128)
+            _conv(3, 32, 4, 2, 1, norm=False),  # 32 x 64
+            _conv(32, 64, 4, 2, 1),  # 16 x 32
+            _conv(64, 128, 4, 2, 1),  # 8 x 16
+            _conv(128, 256, 4, 2, 1),  # 4 x 8
+            nn.Conv2d(256, 1, (4, 8), 1, 0),  # 1 x 1
+        )
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.net(crops).flatten(1).squeeze(1)
+
+
+class LipSyncNet(nn.Module):
+    """The video processing network: feature extraction + decoding-generation (+ discriminator for training)."""
+
+    def __init__(self, config: LipSyncConfig | None = None):
+        super().__init__()
+        self.config = c = config or LipSyncConfig()
+        self.features = FeatureExtractor(c)
+        self.generator = Generator(c)
+        self.discriminator = Discriminator(c)
+
+    @torch.no_grad()
+    def generate(self, reference: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
+        """Inference: reference channels (B, 5, 64, 128) + MFCC windows (B, 13, 16) -> crops (B, 3, 64, 128)."""
+        return self.generator(reference, self.features.audio_vector(mfcc))
+
+    # -- persistence (diffusers-style) ---------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, metadata: dict | None = None, with_discriminator: bool = False) -> None:
+        """config.json + model.safetensors; the discriminator is left out unless asked (inference does not need it)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"model_type": "lipsync", **asdict(self.config)}
+        if metadata:
+            config["training"] = metadata
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                 if with_discriminator or not k.startswith("discriminator.")}
+        save_file(state, str(directory / "model.safetensors"))
+
+    @classmethod
+    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> LipSyncNet:
+        """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id."""
+        from safetensors.torch import load_file
+
+        path = Path(dir_or_repo)
+        if not path.is_dir():
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(dir_or_repo), allow_patterns=["config.json", "model.safetensors"]))
+        raw = json.loads((path / "config.json").read_text())
+        fields = LipSyncConfig.__dataclass_fields__
+        model = cls(LipSyncConfig(**{k: v for k, v in raw.items() if k in fields}))
+        missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location),
+                                                    strict=False)
+        if unexpected or any(not k.startswith("discriminator.") for k in missing):
+            raise ValueError(f"weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}")
+        model.training_metadata = raw.get("training", {})
+        return model.eval()
+
+
+def keypoint_map(points: np.ndarray, size: tuple[int, int], sigma: float = 1.5) -> np.ndarray:
+    """(K, 2) keypoints in crop pixels -> (h, w) float32 heat map in [0, 1] (max of Gaussians)."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.zeros((h, w), np.float32)
+    for x, y in points:
+        if np.isfinite(x) and np.isfinite(y):
+            out = np.maximum(out, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)))
+    return out
+
+
+MFCC_C0_REF, MFCC_C0_SCALE = -300.0, 150.0  # speech energy: c0's median and spread on ../shared/media speech
+MFCC_SCALE = np.array([50.4, 27.1, 27.4, 18.6, 14.0, 13.6, 12.8, 10.7, 10.8, 9.3, 9.5, 8.9], np.float32)
+
+
+def normalize_mfcc(mfcc: np.ndarray) -> np.ndarray:
+    """Normalise an MFCC matrix (13, T) of one clip.
+
+    c0 (energy) stays absolute, ``(c0 + 300) / 150``, so that silence (about -4) never looks like
+    speech; c1..c12 lose the clip's mean (the voice and the microphone) and are divided by their
+    spread measured on speech. Clipped to [-5, 5].
+    """
+    mfcc = np.asarray(mfcc, dtype=np.float32)
+    out = np.empty_like(mfcc)
+    out[0] = (mfcc[0] - MFCC_C0_REF) / MFCC_C0_SCALE
+    if mfcc.shape[1]:
+        out[1:] = (mfcc[1:] - mfcc[1:].mean(axis=1, keepdims=True)) / MFCC_SCALE[:, None]
+    return np.clip(out, -5.0, 5.0)

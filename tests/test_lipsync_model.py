@@ -1,0 +1,140 @@
+"""The lip-sync network (spec 05): shapes, persistence, inputs that hide the target mouth, and training steps that learn."""
+import numpy as np
+import pytest
+import torch
+
+from media.features import SAMPLE_RATE, mfcc
+from models.lipsync import LipSyncConfig, LipSyncNet, keypoint_map, normalize_mfcc
+from models.syncnet import SyncNet
+from training.train_lipsync import (
+    CROP,
+    Sampler,
+    agreement_loss,
+    finish_clip,
+    lip_hull,
+    mfcc_window,
+    prepare_clip,
+    reference_input,
+    sync_loss,
+)
+
+CLIP = "talking_video/lrs2_deepavsr_00001.mp4"  # 4.9 s, 160 x 160, one speaker
+
+
+@pytest.fixture(scope="module")
+def clip(media):
+    return finish_clip("lrs2_00001", "lrs2", prepare_clip(media / CLIP))
+
+
+def test_shapes_and_ranges():
+    torch.manual_seed(0)
+    model = LipSyncNet().eval()
+    c = model.config
+    group = torch.rand(3, 4 * c.group, c.crop_height, c.crop_width)
+    audio = torch.randn(3, c.n_mfcc, c.mfcc_frames)
+    ref = torch.rand(3, 5, c.crop_height, c.crop_width)
+    assert model.features.visual_vector(group).shape == (3, c.feat_dim)
+    assert model.features.audio_vector(audio).shape == (3, c.feat_dim)
+    out = model.generate(ref, audio)
+    assert out.shape == (3, 3, c.crop_height, c.crop_width) and 0 <= out.min() and out.max() <= 1
+    assert model.discriminator(out).shape == (3,)
+
+
+def test_save_and_load_round_trip_under_10_mb(tmp_path):
+    torch.manual_seed(0)
+    model = LipSyncNet(LipSyncConfig()).eval()
+    model.save_pretrained(tmp_path / "m", metadata={"note": "test"})
+    size = (tmp_path / "m" / "model.safetensors").stat().st_size
+    assert size < 10 * 2 ** 20
+    again = LipSyncNet.from_pretrained(tmp_path / "m")
+    ref, audio = torch.rand(2, 5, 64, 128), torch.randn(2, 13, 16)
+    assert torch.allclose(model.generate(ref, audio), again.generate(ref, audio))
+    assert again.training_metadata == {"note": "test"}
+
+
+def test_prepared_clip_is_consistent(clip):
+    n = len(clip["found"])
+    assert clip["real"].shape == (n, CROP[1], CROP[0], 3) and clip["blur"].shape == clip["real"].shape
+    assert clip["found"].mean() > 0.9
+    f = np.flatnonzero(clip["found"])
+    # the keypoints sit in the lower-middle of the aligned crop: the mouth
+    kp = clip["keypoints"][f]
+    assert 0.3 * CROP[0] < np.nanmean(kp[..., 0]) < 0.7 * CROP[0]
+    assert 0.3 * CROP[1] < np.nanmean(kp[..., 1]) < 0.8 * CROP[1]
+    # the blur image is blurred at the mouth, and only around it
+    mouth = lip_hull(clip["keypoints"][f[0]], 0.0) > 0.5
+    diff = np.abs(clip["blur"][f[0]].astype(int) - clip["real"][f[0]].astype(int)).sum(-1)
+    assert diff[mouth].mean() > 3 * max(diff[:8].mean(), 0.5)  # top rows (the nose) barely change
+    assert clip["mfcc"].shape[0] == 13 and len(clip["starts"]) > 50
+
+
+def test_mfcc_normalisation_keeps_silence_silent():
+    speech_like = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    assert normalize_mfcc(mfcc(silence))[0].mean() < -3.5  # c0: far below any speech
+    assert normalize_mfcc(mfcc(speech_like))[0].mean() > -1.0
+    assert np.allclose(normalize_mfcc(mfcc(silence))[1:], 0.0)
+
+
+def test_mfcc_window_is_centred_and_padded_with_silence(clip):
+    w = mfcc_window(clip, np.array([0, 10, len(clip["found"]) + 50]))
+    assert w.shape == (3, 13, 16)
+    assert (w[2, 0] < -3.5).all()  # past the end: silence
+    assert np.isfinite(w).all()
+
+
+def test_keypoint_map_peaks_at_the_points():
+    m = keypoint_map(np.array([[10.0, 20.0], [100.0, 40.0]]), CROP)
+    assert m.shape == (CROP[1], CROP[0]) and m[20, 10] == pytest.approx(1.0) and m[40, 100] == pytest.approx(1.0)
+    assert m[5, 60] < 1e-3
+
+
+def test_reference_input_shows_another_mouth(clip):
+    """The generator never sees the target mouth through the blur: its mouth area is the reference frame's."""
+    f = np.flatnonzero(clip["found"])
+    opening = clip["opening"]
+    target = int(f[np.nanargmax(opening[f])])
+    ref = int(f[np.nanargmin(opening[f])])
+    x = reference_input(clip, target, ref)
+    assert x.shape == (5, CROP[1], CROP[0])
+    mouth = lip_hull(clip["keypoints"][target], 0.0) > 0.5
+    seen = (x[:3].transpose(1, 2, 0) * 255)[mouth]
+    to_ref = np.abs(seen - clip["blur"][ref][mouth]).mean()
+    to_target = np.abs(seen - clip["blur"][target][mouth]).mean()
+    assert to_ref < 0.5 * to_target
+    # away from the mouth, the input is the target frame's own blur crop (its pose)
+    top = slice(0, 6)
+    assert np.abs(x[:3, top].transpose(1, 2, 0) * 255 - clip["blur"][target][top]).mean() < 1.0
+
+
+def test_training_steps_lower_the_losses(clip):
+    torch.manual_seed(0)
+    sampler = Sampler([clip], np.random.default_rng(0))
+    model = LipSyncNet()
+    # stage A on one fixed batch
+    g, a, owner = sampler.stage_a(n_clips=1, per_clip=16)
+    opt = torch.optim.Adam(model.features.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss, _ = agreement_loss(model.features.visual_vector(g), model.features.audio_vector(a), owner)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
+    # stage B: reconstruction of one fixed batch, with the sync loss of the bundled discriminator in the graph
+    syncnet = SyncNet.from_pretrained().eval()
+    ref, audio, real, weight, mel, means = sampler.stage_b(2, 0.05)
+    opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
+    recon = []
+    for _ in range(25):
+        fake = model.generator(ref, model.features.audio_vector(audio).detach())
+        r = (weight * (fake - real).abs()).mean() / weight.mean()
+        s, cos = sync_loss(syncnet, fake, mel, means)
+        loss = r + 0.03 * s
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        recon.append(float(r))
+    assert recon[-1] < 0.75 * recon[0]
+    assert torch.isfinite(cos).all() and cos.shape == (2,)

@@ -1,0 +1,505 @@
+"""Train the lip-sync video processing network (spec 05) on a talking-face dataset.
+
+    python -m training.train_lipsync data/talking --holdout-source pcavs --out runs/lipsync
+
+0. **Preparation** (spec step 2): each clip's largest face is tracked; every frame becomes its
+   mouth-blur image (``media.mouth``); the lower-face crop (128 x 64, similarity-aligned) of the
+   real frame and of the blur image, the gradient map of the blur crop, the 40 lip keypoints in
+   crop pixels, and the clip's MFCC (13) and log-mel are cached (``--cache``).
+1. **Stage A**, feature extraction (spec training step 3): the visual vector of a group of 5
+   blur crops centred on frame t and the audio vector of the 0.2 s of MFCC centred on t are made
+   to agree element by element (mean squared difference of the unit vectors) while vectors of
+   other moments of the same clip are pushed apart (a softmax over the batch; without it
+   "agreeing" is solved by a constant). Batches hold 8 moments of each of 8 clips, so the other
+   moments are the same face and voice at other times: agreement has to come from the mouth.
+   Repeats until held-out retrieval accuracy reaches ``--stage-a-accuracy`` or
+   ``--stage-a-steps`` run out.
+2. **Stage B** (spec training steps 4-5): feature extraction is frozen; the decoding-generation
+   subnetwork and the discriminator are trained alternately (one discriminator step with the
+   generator frozen, one generator step with the discriminator frozen). Generator loss: L1
+   reconstruction of the real crop (the mouth area weighted x5) + ``--gan-weight`` x BCE on the
+   discriminator + ``--sync-weight`` x the sync loss of the bundled third-stage discriminator
+   (``models/weights/syncnet``) on 5 consecutive generated frames and their audio.
+
+**Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
+training the generator's input is the target frame's blur crop with the mouth area (both frames'
+lip hulls, widened by 0.25 d, feathered) taken from the blur crop of ANOTHER frame of the same
+clip whose mouth opening differs by at least ``--min-opening-change``; the keypoint map is that
+frame's too. The picture around the mouth is exact, so pose is free, but the mouth seen through
+the blur is the wrong one: the only way to the right mouth is the audio. At inference the input
+frame's own mouth is just as wrong for new speech. Held-out metrics per epoch include the
+cross-audio sync (a held-out face driven by another held-out speaker) against the sync with the
+face's own, unheard audio: a copying model scores the latter higher.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from media.face import CROPS, LIPS, LIPS_OUTER, crop_transform, track_video
+from media.features import (
+    MEL_FPS,
+    SAMPLE_RATE,
+    SYNC_MEL_FRAMES,
+    frame_to_mel,
+    log_mel,
+    mel_windows,
+    mfcc,
+)
+from media.io import iter_video_frames, read_audio
+from media.mouth import gradient_map, mouth_blur
+from models.lipsync import (
+    MFCC_C0_REF,
+    MFCC_C0_SCALE,
+    LipSyncConfig,
+    LipSyncNet,
+    keypoint_map,
+    normalize_mfcc,
+)
+from models.syncnet import (
+    CROP_SIZE,
+    MEL_FLOOR,
+    SyncNet,
+    normalize_mel,
+    valid_windows,
+    video_window_indices,
+)
+from models.syncnet import DEFAULT_WEIGHTS as SYNCNET_WEIGHTS
+from training.train_syncnet import _materialise
+
+CROP = (128, 64)  # (w, h) of the generator's lower-face crop
+D_PIXELS = CROP[0] / CROPS["lower"][0]  # crop pixels per eye-to-mouth distance d
+DB_FLOOR_C0 = float(mfcc(np.zeros(SAMPLE_RATE // 10, np.float32))[0, 0])  # c0 of digital silence
+GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# preparation
+# --------------------------------------------------------------------------------------------
+def prepare_clip(video_path, audio=None, progress=None) -> dict:
+    """Decode, track and turn one clip into the cached training arrays (see the module docstring)."""
+    wave = read_audio(audio or video_path, sr=SAMPLE_RATE) if audio is None or isinstance(audio, (str, Path)) \
+        else np.asarray(audio, np.float32)
+    track, fps = track_video(video_path, progress=progress)
+    geo = track.geometry() if track.found.any() else None
+    n = len(track)
+    real = np.zeros((n, CROP[1], CROP[0], 3), np.uint8)
+    blur = np.zeros_like(real)
+    grad = np.zeros((n, CROP[1], CROP[0]), np.uint8)
+    keypoints = np.full((n, len(LIPS), 2), np.nan, np.float32)
+    if geo is not None:
+        for i, _, frame in iter_video_frames(video_path):
+            if i >= n:
+                break
+            m = crop_transform(geo[i], "lower", CROP)
+            real[i] = cv2.warpAffine(frame, m, CROP, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+            if track.found[i]:
+                lm = track.landmarks[i]
+                b = cv2.warpAffine(mouth_blur(frame, [lm]), m, CROP, flags=cv2.INTER_AREA,
+                                   borderMode=cv2.BORDER_REPLICATE)
+                keypoints[i] = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
+            else:
+                b = real[i]
+            blur[i] = b
+            grad[i] = np.round(gradient_map(b) * 255).astype(np.uint8)
+    return {"real": real, "blur": blur, "grad": grad, "keypoints": keypoints, "found": track.found,
+            "opening": track.mouth_opening().astype(np.float32), "fps": np.float32(fps), "audio": wave}
+
+
+def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> list[dict]:
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(dataset_dir))
+    cache.mkdir(parents=True, exist_ok=True)
+    clips = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in tqdm(list(range(len(ds)))[:max_clips], desc="preparing clips", unit="clip"):
+            row = ds[r]
+            name = Path(row["video"]["path"]).stem
+            cached = cache / f"{name}.npz"
+            if cached.exists():
+                data = dict(np.load(cached))
+            else:
+                try:
+                    data = prepare_clip(_materialise(row["video"], Path(tmp)), _materialise(row["audio"], Path(tmp)))
+                except ValueError as err:  # MediaError, NoFaceError
+                    tqdm.write(f"skipping {name}: {err}")
+                    continue
+                np.savez_compressed(cached, **data)
+            if not data["found"].any():
+                tqdm.write(f"skipping {name}: no face")
+                continue
+            clips.append(finish_clip(name, row["source"], data))
+    return clips
+
+
+def finish_clip(name: str, source: str, data: dict) -> dict:
+    """Add the audio features, the sync discriminator's clip mean and the usable windows to a prepared clip."""
+    fps = float(data["fps"])
+    clip = dict(data, name=name, source=source, fps=fps)
+    clip["mfcc"] = normalize_mfcc(mfcc(data["audio"], SAMPLE_RATE))
+    clip["mel"] = normalize_mel(log_mel(data["audio"], SAMPLE_RATE))
+    clip["vidx"] = video_window_indices(len(data["found"]), fps)
+    inside = frame_to_mel(np.arange(len(data["found"])), fps) + SYNC_MEL_FRAMES <= clip["mel"].shape[1]
+    clip["starts"] = np.flatnonzero(valid_windows(data["found"], fps) & inside)
+    gray = torch.from_numpy(data["real"][data["found"]]).permute(0, 3, 1, 2).float() / 255.0
+    clip["sync_mean"] = to_sync_gray(gray).mean(0).numpy()  # (48, 96) in [0, 1]
+    return clip
+
+
+def to_sync_gray(crops: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 64, 128) RGB in [0, 1] -> (B, 48, 96) grey in [0, 1], the sync discriminator's crop (differentiable)."""
+    g = (crops * GRAY.to(crops)).sum(1, keepdim=True)
+    return F.interpolate(g, size=(CROP_SIZE[1], CROP_SIZE[0]), mode="bilinear", align_corners=False,
+                         antialias=True).squeeze(1)
+
+
+def mfcc_window(clip: dict, frames: np.ndarray) -> np.ndarray:
+    """(len(frames), 13, 16) normalised MFCC centred on each video frame; outside the recording: silence."""
+    centre = np.rint((np.asarray(frames) + 0.5) / clip["fps"] * MEL_FPS).astype(np.int64)
+    out = mel_windows(clip["mfcc"], centre - SYNC_MEL_FRAMES // 2, SYNC_MEL_FRAMES, fill=np.nan)
+    silence = np.zeros(out.shape[1], np.float32)
+    silence[0] = (DB_FLOOR_C0 - MFCC_C0_REF) / MFCC_C0_SCALE
+    return np.where(np.isnan(out), silence[None, :, None], out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# batches
+# --------------------------------------------------------------------------------------------
+def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
+    """(len(frames), 4*group, 64, 128) float32: blur RGB + gradient of the frames t-2..t+2 around each frame."""
+    n = len(clip["found"])
+    half = group // 2
+    idx = np.clip(np.asarray(frames)[:, None] + np.arange(-half, half + 1)[None, :], 0, n - 1)
+    rgb = clip["blur"][idx].astype(np.float32) / 255.0  # (B, g, h, w, 3)
+    grad = clip["grad"][idx].astype(np.float32)[..., None] / 255.0
+    x = np.concatenate([rgb, grad], axis=-1)  # (B, g, h, w, 4)
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(len(frames), 4 * group, CROP[1], CROP[0]))
+
+
+def lip_hull(points: np.ndarray, grow: float) -> np.ndarray:
+    """(64, 128) float32 mask: the hull of the outer lip points widened by ``grow`` d and feathered."""
+    mask = np.zeros((CROP[1], CROP[0]), np.uint8)
+    pts = points[: len(LIPS_OUTER)]
+    if np.isfinite(pts).all():
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+        k = max(3, int(round(grow * D_PIXELS)) | 1)
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2.0)
+
+
+def reference_input(clip: dict, frame: int, ref: int) -> np.ndarray:
+    """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop."""
+    area = np.maximum(lip_hull(clip["keypoints"][frame], 0.25), lip_hull(clip["keypoints"][ref], 0.25))[..., None]
+    blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
+    grad = gradient_map((blur * 255).astype(np.uint8))
+    kp = keypoint_map(clip["keypoints"][ref], CROP)
+    return np.concatenate([blur.transpose(2, 0, 1), grad[None], kp[None]], axis=0)
+
+
+def inference_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """(5, 64, 128) generator input at inference: the frame's own blur crop, its gradient and its keypoints."""
+    blur = blur_crop.astype(np.float32) / 255.0
+    return np.concatenate([blur.transpose(2, 0, 1), gradient_map(blur_crop)[None], keypoint_map(keypoints, CROP)[None]])
+
+
+def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change: float) -> int:
+    """Another frame with a face whose mouth opening differs by at least ``min_change`` (else the most different)."""
+    found = np.flatnonzero(clip["found"])
+    opening = clip["opening"]
+    diff = np.abs(np.nan_to_num(opening[found] - opening[frame]))
+    ok = found[(diff >= min_change) & (np.abs(found - frame) >= 3)]
+    if len(ok):
+        return int(rng.choice(ok))
+    return int(found[np.argmax(diff)])
+
+
+class Sampler:
+    def __init__(self, clips: list[dict], rng: np.random.Generator):
+        self.clips = [c for c in clips if len(c["starts"])]
+        if not self.clips:
+            raise ValueError("no usable training window (clips too short or without a face)")
+        self.rng = rng
+        w = np.array([len(c["starts"]) for c in self.clips], np.float64)
+        self.p = w / w.sum()
+
+    def clips_for_batch(self, n: int) -> list[dict]:
+        return [self.clips[i] for i in self.rng.choice(len(self.clips), size=n, p=self.p)]
+
+    def stage_a(self, n_clips: int = 8, per_clip: int = 8):
+        """Groups and MFCC windows of per_clip moments of each of n_clips clips, plus the clip index of each."""
+        groups, audio, owner = [], [], []
+        for k, clip in enumerate(self.clips_for_batch(n_clips)):
+            starts = self.rng.choice(clip["starts"], size=min(per_clip, len(clip["starts"])), replace=False)
+            frames = clip["vidx"][starts, 2]  # the centre frame of each 5-frame window
+            groups.append(group_input(clip, frames))
+            audio.append(mfcc_window(clip, frames))
+            owner += [k] * len(frames)
+        return (torch.from_numpy(np.concatenate(groups)), torch.from_numpy(np.concatenate(audio)),
+                torch.tensor(owner))
+
+    def stage_b(self, n: int, min_change: float):
+        """n windows of 5 frames: generator inputs, MFCC, real crops, mouth weights, sync mel and clip means."""
+        ref_in, audio, real, weight, mel, means = [], [], [], [], [], []
+        for clip in self.clips_for_batch(n):
+            s = int(self.rng.choice(clip["starts"]))
+            frames = clip["vidx"][s]
+            for f in frames:
+                r = pick_reference(clip, int(f), self.rng, min_change)
+                ref_in.append(reference_input(clip, int(f), r))
+                weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
+            audio.append(mfcc_window(clip, frames))
+            real.append(clip["real"][frames])
+            mel.append(mel_windows(clip["mel"], [frame_to_mel(s, clip["fps"])], SYNC_MEL_FRAMES, fill=MEL_FLOOR)[0])
+            means.append(clip["sync_mean"])
+        real = torch.from_numpy(np.concatenate(real)).permute(0, 3, 1, 2).float() / 255.0
+        return (torch.from_numpy(np.stack(ref_in)), torch.from_numpy(np.concatenate(audio)), real,
+                torch.from_numpy(np.stack(weight))[:, None], torch.from_numpy(np.stack(mel)),
+                torch.from_numpy(np.stack(means)))
+
+
+# --------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------
+def agreement_loss(v: torch.Tensor, a: torch.Tensor, owner: torch.Tensor, temperature: float = 0.1):
+    """Stage A: matched visual/audio vectors agree element by element; other moments of the same clip are pushed away.
+
+    Returns (loss, retrieval accuracy within clip).
+    """
+    v, a = F.normalize(v, dim=1), F.normalize(a, dim=1)
+    agree = ((v - a) ** 2).sum(1).mean()
+    logits = v @ a.T / temperature
+    same_clip = owner[:, None] == owner[None, :]
+    logits = logits.masked_fill(~same_clip, float("-inf"))
+    target = torch.arange(len(v))
+    nce = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    acc = (logits.argmax(1) == target).float().mean()
+    return agree + nce, acc
+
+
+def sync_loss(syncnet: SyncNet, fake: torch.Tensor, mel: torch.Tensor, means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE towards "in sync" of the bundled discriminator on windows of 5 generated crops; returns (loss, cosine)."""
+    b = len(mel)
+    gray = to_sync_gray(fake).view(b, 5, CROP_SIZE[1], CROP_SIZE[0])
+    dev = (gray - means[:, None]) * (255.0 / 64.0)  # models.syncnet.face_deviation's scale
+    cos = (syncnet.embed_video(dev) * syncnet.embed_audio(mel)).sum(1)
+    logit = syncnet.sync_logit(cos)
+    return F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit)), cos
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def train_stage_a(model: LipSyncNet, train: Sampler, held: Sampler | None, args, log: list) -> dict:
+    opt = torch.optim.Adam(model.features.parameters(), lr=args.lr)
+    model.features.train()
+    acc_held = float("nan")
+    bar = tqdm(range(args.stage_a_steps), desc="stage A", unit="step")
+    for step in bar:
+        g, a, owner = train.stage_a()
+        loss, acc = agreement_loss(model.features.visual_vector(g.to(args.device)),
+                                   model.features.audio_vector(a.to(args.device)), owner.to(args.device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log.append({"stage": "A", "step": step, "loss": loss.item(), "train_acc": acc.item()})
+        if held is not None and (step + 1) % args.eval_every == 0:
+            acc_held = evaluate_stage_a(model, held, args)
+            log[-1]["held_acc"] = acc_held
+            model.features.train()
+            if acc_held >= args.stage_a_accuracy:
+                break
+        bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.2f}", held=f"{acc_held:.2f}")
+    model.features.eval()
+    return {"steps": step + 1, "held_retrieval_accuracy": acc_held}
+
+
+@torch.no_grad()
+def evaluate_stage_a(model: LipSyncNet, held: Sampler, args, batches: int = 4) -> float:
+    model.features.eval()
+    accs = []
+    rng_state = held.rng.bit_generator.state
+    for _ in range(batches):
+        g, a, owner = held.stage_a()
+        _, acc = agreement_loss(model.features.visual_vector(g.to(args.device)),
+                                model.features.audio_vector(a.to(args.device)), owner.to(args.device))
+        accs.append(float(acc))
+    held.rng.bit_generator.state = rng_state  # the same held-out batches every time
+    return float(np.mean(accs))
+
+
+def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sampler | None, args, log: list) -> list:
+    for p in model.features.parameters():
+        p.requires_grad_(False)
+    for p in syncnet.parameters():
+        p.requires_grad_(False)
+    g_opt = torch.optim.Adam(model.generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    epochs = []
+    for epoch in range(args.epochs):
+        model.generator.train()
+        model.discriminator.train()
+        bar = tqdm(range(args.steps_per_epoch), desc=f"stage B epoch {epoch + 1}/{args.epochs}", unit="step")
+        for step in bar:
+            ref, audio, real, weight, mel, means = (t.to(args.device) for t in train.stage_b(args.batch, args.min_opening_change))
+            with torch.no_grad():
+                vector = model.features.audio_vector(audio)
+            fake = model.generator(ref, vector)
+            # discriminator step, generator frozen
+            d_real, d_fake = model.discriminator(real), model.discriminator(fake.detach())
+            d_loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+            d_opt.zero_grad()
+            d_loss.backward()
+            d_opt.step()
+            # generator step, discriminator frozen
+            for p in model.discriminator.parameters():
+                p.requires_grad_(False)
+            recon = (weight * (fake - real).abs()).mean() / weight.mean()
+            g_fake = model.discriminator(fake)
+            gan = F.binary_cross_entropy_with_logits(g_fake, torch.ones_like(g_fake))
+            sync, cos = sync_loss(syncnet, fake, mel, means)
+            g_loss = recon + args.gan_weight * gan + args.sync_weight * sync
+            g_opt.zero_grad()
+            g_loss.backward()
+            g_opt.step()
+            for p in model.discriminator.parameters():
+                p.requires_grad_(True)
+            log.append({"stage": "B", "epoch": epoch, "step": step, "recon": float(recon), "gan": float(gan),
+                        "sync": float(sync), "sync_cos": float(cos.mean()), "d_loss": float(d_loss)})
+            bar.set_postfix(recon=f"{float(recon):.3f}", sync=f"{float(cos.mean()):.2f}", d=f"{float(d_loss):.2f}")
+        row = {"epoch": epoch + 1, **{k: float(np.mean([r[k] for r in log if r.get("epoch") == epoch and r["stage"] == "B"]))
+                                      for k in ("recon", "gan", "sync", "sync_cos", "d_loss")}}
+        if held is not None:
+            row.update(evaluate_stage_b(model, syncnet, held, args))
+        epochs.append(row)
+        tqdm.write(json.dumps(row))
+        if args.out:
+            model.save_pretrained(Path(args.out) / f"epoch{epoch + 1}", metadata={"epoch": epoch + 1})
+    return epochs
+
+
+@torch.no_grad()
+def evaluate_stage_b(model: LipSyncNet, syncnet: SyncNet, held: Sampler, args, windows: int = 48) -> dict:
+    """Held-out: mouth-weighted L1 (own audio) and sync cosine with own audio, and cross-audio sync.
+
+    Cross-audio: the same held-out windows are generated from another held-out clip's audio; the
+    sync discriminator scores the result against the DRIVING audio and against the face's own
+    original audio (which the generator did not hear). A model that copies the mouth seen through
+    the blur scores the original audio higher.
+    """
+    model.generator.eval()
+    rng_state = held.rng.bit_generator.state
+    ref, audio, real, weight, mel, means = held.stage_b(windows, args.min_opening_change)
+    held.rng.bit_generator.state = rng_state
+    fake = model.generator(ref, model.features.audio_vector(audio))
+    recon = float((weight * (fake - real).abs()).mean() / weight.mean())
+    _, cos_own = sync_loss(syncnet, fake, mel, means)
+    perm = torch.roll(torch.arange(windows), 1)  # window i driven by the audio of window i-1 (another moment/clip)
+    audio_x = audio.view(windows, 5, *audio.shape[1:])[perm].reshape(audio.shape)
+    fake_x = model.generator(ref, model.features.audio_vector(audio_x))
+    _, cos_driving = sync_loss(syncnet, fake_x, mel[perm], means)
+    _, cos_original = sync_loss(syncnet, fake_x, mel, means)
+    _, cos_real = sync_loss(syncnet, real, mel, means)
+    return {"held_recon": recon, "held_sync_cos_own": float(cos_own.mean()), "held_sync_cos_real": float(cos_real.mean()),
+            "held_cross_sync_driving": float(cos_driving.mean()), "held_cross_sync_original": float(cos_original.mean())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dataset", type=Path, help="dataset folder from training.make_talking_dataset")
+    ap.add_argument("--out", type=Path, default=Path("runs/lipsync"))
+    ap.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default OUT/../cache_lipsync)")
+    ap.add_argument("--holdout-source", nargs="+", default=["pcavs"])
+    ap.add_argument("--syncnet", default=str(SYNCNET_WEIGHTS), help="the sync discriminator for the sync loss")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--batch", type=int, default=8, help="stage B: windows of 5 frames per step")
+    ap.add_argument("--stage-a-steps", type=int, default=800)
+    ap.add_argument("--stage-a-accuracy", type=float, default=0.5, help="stop stage A at this held-out retrieval accuracy")
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--steps-per-epoch", type=int, default=300)
+    ap.add_argument("--gan-weight", type=float, default=0.01)
+    ap.add_argument("--sync-weight", type=float, default=0.03)
+    ap.add_argument("--min-opening-change", type=float, default=0.05,
+                    help="reference mouth opening must differ from the target's by this much (of the eye-mouth distance)")
+    ap.add_argument("--max-clips", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.time()
+    clips = load_clips(args.dataset, args.cache or args.out.parent / "cache_lipsync", args.max_clips)
+    train_clips = [c for c in clips if c["source"] not in args.holdout_source]
+    held_clips = [c for c in clips if c["source"] in args.holdout_source]
+    if not train_clips:
+        print("error: no training clip left after holding out " + ", ".join(args.holdout_source), file=sys.stderr)
+        return 2
+    print(f"training on {len(train_clips)} clips, holding out {len(held_clips)} ({args.holdout_source})")
+    train = Sampler(train_clips, rng)
+    held = Sampler(held_clips, np.random.default_rng(args.seed + 1)) if held_clips else None
+    model = LipSyncNet(LipSyncConfig()).to(args.device)
+    syncnet = SyncNet.from_pretrained(args.syncnet).to(args.device).eval()
+    log: list = []
+    report = {"args": {k: str(v) for k, v in vars(args).items()},
+              "train_clips": [c["name"] for c in train_clips], "holdout_clips": [c["name"] for c in held_clips]}
+    report["stage_a"] = train_stage_a(model, train, held, args, log)
+    model.save_pretrained(args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
+    report["stage_b"] = train_stage_b(model, syncnet, train, held, args, log)
+    report["seconds"] = round(time.time() - t0, 1)
+    model.save_pretrained(args.out / "final", metadata={"stages": ["A", "B"], "epochs": args.epochs,
+                                                        "holdout_sources": args.holdout_source})
+    report["log"] = log
+    (args.out / "report.json").write_text(json.dumps(report, indent=1))
+    plot_report(report, args.out / "report.png")
+    print(f"done in {report['seconds']} s -> {args.out}")
+    return 0
+
+
+def plot_report(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.5))
+    a = [r for r in report["log"] if r["stage"] == "A"]
+    ax = fig.add_subplot(1, 3, 1)
+    ax.plot([r["loss"] for r in a], lw=0.5, label="loss")
+    held = [(r["step"], r["held_acc"]) for r in a if "held_acc" in r]
+    if held:
+        ax.plot(*zip(*held), "o-", label="held-out retrieval acc")
+    ax.set_title("stage A: feature agreement")
+    ax.legend(fontsize=7)
+    ep = report["stage_b"]
+    ax = fig.add_subplot(1, 3, 2)
+    for k in ("recon", "held_recon"):
+        if ep and k in ep[0]:
+            ax.plot([e["epoch"] for e in ep], [e[k] for e in ep], "o-", label=k)
+    ax.set_title("stage B: reconstruction (L1)")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(1, 3, 3)
+    for k in ("sync_cos", "held_sync_cos_own", "held_sync_cos_real", "held_cross_sync_driving", "held_cross_sync_original"):
+        if ep and k in ep[0]:
+            ax.plot([e["epoch"] for e in ep], [e[k] for e in ep], "o-", label=k)
+    ax.set_title("stage B: sync cosine (bundled discriminator)")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
