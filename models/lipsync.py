@@ -180,18 +180,11 @@ class LipSyncNet(nn.Module):
     @classmethod
     def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> LipSyncNet:
         """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id."""
-        from safetensors.torch import load_file
+        from models.pretrained import config_fields, load_folder
 
-        path = Path(dir_or_repo)
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(str(dir_or_repo), allow_patterns=["config.json", "model.safetensors"]))
-        raw = json.loads((path / "config.json").read_text())
-        fields = LipSyncConfig.__dataclass_fields__
-        model = cls(LipSyncConfig(**{k: v for k, v in raw.items() if k in fields}))
-        missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location),
-                                                    strict=False)
+        path, raw, state = load_folder(dir_or_repo, map_location)
+        model = cls(LipSyncConfig(**config_fields(raw, LipSyncConfig)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("discriminator.") for k in missing):
             raise ValueError(f"weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}")
         model.training_metadata = raw.get("training", {})

@@ -139,17 +139,11 @@ class SyncNet(nn.Module):
     @classmethod
     def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> "SyncNet":
         """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id."""
-        from safetensors.torch import load_file
+        from models.pretrained import config_fields, load_folder
 
-        path = Path(dir_or_repo)
-        if not path.is_dir():
-            from huggingface_hub import snapshot_download
-
-            path = Path(snapshot_download(str(dir_or_repo), allow_patterns=["config.json", "model.safetensors"]))
-        raw = json.loads((path / "config.json").read_text())
-        fields = SyncNetConfig.__dataclass_fields__
-        model = cls(SyncNetConfig(**{k: v for k, v in raw.items() if k in fields}))
-        model.load_state_dict(load_file(str(path / "model.safetensors"), device=map_location))
+        _, raw, state = load_folder(dir_or_repo, map_location)
+        model = cls(SyncNetConfig(**config_fields(raw, SyncNetConfig)))
+        model.load_state_dict(state)
         model.training_metadata = raw.get("training", {})
         return model.eval()
 
