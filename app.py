@@ -3,7 +3,8 @@
     python app.py            # http://localhost:7860
 
 Environment: AVSTUDIO_MAX_SECONDS (longest accepted clip, default 120 s), AVSTUDIO_MAX_UPLOAD_MB
-(largest upload, default 200 MB), AVSTUDIO_SYNCNET (model folder or Hub repo id of the Sync check).
+(largest upload, default 200 MB), AVSTUDIO_SYNCNET and AVSTUDIO_LIPSYNC (model folder or Hub repo id of the
+Sync check's discriminator and of the lip-sync network).
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipelines import sync_check
+from pipelines import lipsync, sync_check
 
 ROOT = Path(__file__).parent
 EXAMPLES = ROOT / "examples"
 MAX_UPLOAD_MB = float(os.environ.get("AVSTUDIO_MAX_UPLOAD_MB", 200))
 SYNCNET = os.environ.get("AVSTUDIO_SYNCNET", str(sync_check.DEFAULT_WEIGHTS))
+LIPSYNC = os.environ.get("AVSTUDIO_LIPSYNC", str(lipsync.DEFAULT_WEIGHTS))
 OUTPUT_TTL_S = 3600  # outputs (ours and Gradio's cached copies) are deleted after an hour
 
 
@@ -75,11 +77,67 @@ def sync_tab() -> None:
     button.click(run_sync_check, [video, fix], [verdict, details, plot, fixed], api_name="sync_check")
 
 
+def run_lipsync(face: str | None, speech: str | None, progress=gr.Progress()):
+    """Lip sync tab: the face (video or photo) speaking the speech."""
+    if not face:
+        raise gr.Error("Upload a face video or photo first.")
+    if not speech:
+        raise gr.Error("Upload or record the speech first.")
+    out = new_output_dir() / f"{Path(face).stem}_lipsync.mp4"
+    try:
+        result = lipsync.lipsync(face, speech, out, lipsync.load_model(LIPSYNC),
+                                 progress=lambda f, msg: progress(f, desc=msg))
+    except ValueError as err:  # LipSyncError, MediaError, NoFaceError carry user-facing messages
+        raise gr.Error(str(err)) from None
+    return result.path, result.message(), result.summary()
+
+
+def preview_features(face: str | None):
+    """The mouth-blur image, gradient map and keypoints of the first frame with a face."""
+    if not face:
+        return None, None, None
+    try:
+        images = lipsync.preview(face)
+    except ValueError as err:
+        gr.Warning(str(err))
+        return None, None, None
+    return images["blur"], images["gradient"], images["keypoints"]
+
+
+def lipsync_tab() -> None:
+    gr.Markdown(
+        "A face video or a photo, and speech: the mouth is regenerated to say it (spec 05: mouth-blur guidance). "
+        "The output keeps the input's size and frame rate and lasts as long as the speech; a shorter video is "
+        "played forward and back, a longer one is cut. Frames without a face pass through unchanged.")
+    with gr.Row():
+        with gr.Column():
+            face = gr.File(label="Face video or photo", file_types=["video", "image"], type="filepath")
+            speech = gr.Audio(label="Speech", sources=["upload", "microphone"], type="filepath")
+            button = gr.Button("Lip-sync", variant="primary")
+        with gr.Column():
+            video = gr.Video(label="Result")
+            message = gr.Markdown()
+            details = gr.JSON(label="Details")
+    with gr.Accordion("What the network sees (one frame)", open=False), gr.Row():
+        blur = gr.Image(label="Mouth-blur image")
+        grad = gr.Image(label="Gradient map")
+        keys = gr.Image(label="Mouth keypoints")
+    examples = sorted(EXAMPLES.glob("lipsync_*")) if EXAMPLES.is_dir() else []
+    faces = [p for p in examples if p.suffix in {".png", ".jpg", ".mp4"}]
+    speeches = [p for p in examples if p.suffix == ".wav"]
+    if faces and speeches:
+        gr.Examples([[str(f), str(speeches[0])] for f in faces], inputs=[face, speech])
+    face.change(preview_features, face, [blur, grad, keys])
+    button.click(run_lipsync, [face, speech], [video, message, details], api_name="lipsync")
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="AV Studio", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
         gr.Markdown("# AV Studio\nAudio-visual generation and labelling, with real models that run on a laptop.")
         with gr.Tab("Sync check"):
             sync_tab()
+        with gr.Tab("Lip sync"):
+            lipsync_tab()
     return demo
 
 

@@ -9,6 +9,10 @@ mouth therefore moves exactly with the sound. Two files are written:
 * ``sync_astronaut_in_sync.mp4``: audio and mouth aligned;
 * ``sync_astronaut_audio_early.mp4``: the same picture with the audio 8 frames (320 ms) early.
 
+For the Lip sync tab, the portrait itself and a second sentence of espeak-ng speech:
+
+* ``lipsync_astronaut.jpg`` and ``lipsync_speech.wav``.
+
     pip install scikit-image && apt-get install espeak-ng
     python -m examples.make_examples
 """
@@ -24,10 +28,11 @@ import numpy as np
 
 from media.face import face_in_image
 from media.features import SAMPLE_RATE, frame_to_mel, loudness_envelope
-from media.io import mux_audio, read_audio, write_video
+from media.io import mux_audio, read_audio, write_audio, write_video
 
 HERE = Path(__file__).parent
 FPS = 25
+LIPSYNC_TEXT = "Good morning. This portrait never said these words, but now her lips follow them."
 TEXT = ("Hello, and welcome to AV Studio. This short clip shows how the sync check works. "
         "Upload a video of someone speaking, and it tells you whether the sound matches the lips.")
 
@@ -94,6 +99,9 @@ def main() -> int:
     write_video(in_sync, animate(photo, lm, openings), FPS, audio=audio, sr=SAMPLE_RATE, crf=26)
     mux_audio(in_sync, HERE / "sync_astronaut_audio_early.mp4", audio, sr=SAMPLE_RATE, delay_s=-8 / FPS)
     print(f"wrote {in_sync.name} and sync_astronaut_audio_early.mp4 ({n_frames / FPS:.1f} s)")
+    cv2.imwrite(str(HERE / "lipsync_astronaut.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    write_audio(HERE / "lipsync_speech.wav", speech(LIPSYNC_TEXT), SAMPLE_RATE)
+    print("wrote lipsync_astronaut.jpg and lipsync_speech.wav")
     return 0
 
 

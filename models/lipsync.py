@@ -37,6 +37,8 @@ from torch import nn
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "lipsync"
 INJECT_CHANNELS = 32
+CROP = (128, 64)  # (w, h) of the lower-face crop the network reads and writes
+D_PIXELS = CROP[0] / 3.0  # crop pixels per eye-to-mouth distance d (media.face CROPS["lower"] is 3.0 d wide)
 
 
 @dataclass
@@ -82,6 +84,11 @@ class FeatureExtractor(nn.Module):
             nn.Flatten(),
             nn.Linear(128 * 4 * 2, c.feat_dim),
         )
+        self.lip_head = nn.Linear(c.feat_dim, 40 * 2)  # stage A's auxiliary target: the mouth shape
+
+    def predict_lips(self, vector: torch.Tensor) -> torch.Tensor:
+        """Training-only head shared by both vectors: (B, feat_dim) -> (B, 40, 2) lip keypoint deviations."""
+        return self.lip_head(vector).view(len(vector), 40, 2)
 
     def visual_vector(self, group: torch.Tensor) -> torch.Tensor:
         """(B, 20, 64, 128) float in [0, 1] -> (B, feat_dim)."""
@@ -199,23 +206,73 @@ def keypoint_map(points: np.ndarray, size: tuple[int, int], sigma: float = 1.5) 
     for x, y in points:
         if np.isfinite(x) and np.isfinite(y):
             out = np.maximum(out, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)))
-    return out
+    return out.astype(np.float32)
 
 
-MFCC_C0_REF, MFCC_C0_SCALE = -300.0, 150.0  # speech energy: c0's median and spread on ../shared/media speech
+SILENCE_C0 = -894.4  # c0 of digital silence (log-mel at its -100 dB floor)
+MFCC_C0_SCALE = 150.0  # spread of c0 between speech peaks and pauses (about 165-360 on ../shared/media speech)
+MFCC_C0_LOUDEST_FLOOR = -550.0  # a clip whose loud frames sit below this is treated as silence, not rescaled
 MFCC_SCALE = np.array([50.4, 27.1, 27.4, 18.6, 14.0, 13.6, 12.8, 10.7, 10.8, 9.3, 9.5, 8.9], np.float32)
+
+
+def c0_reference(c0: np.ndarray) -> float:
+    """The level a clip's energy coefficient is measured from: its loud frames (95th percentile),
+    but never below MFCC_C0_LOUDEST_FLOOR, so that a silent track stays far below speech."""
+    return max(float(np.percentile(c0, 95)) if len(c0) else SILENCE_C0, MFCC_C0_LOUDEST_FLOOR)
 
 
 def normalize_mfcc(mfcc: np.ndarray) -> np.ndarray:
     """Normalise an MFCC matrix (13, T) of one clip.
 
-    c0 (energy) stays absolute, ``(c0 + 300) / 150``, so that silence (about -4) never looks like
-    speech; c1..c12 lose the clip's mean (the voice and the microphone) and are divided by their
-    spread measured on speech. Clipped to [-5, 5].
+    c0 (energy) is taken relative to the clip's loud frames (:func:`c0_reference`) over 150: speech
+    peaks near 0, pauses -1 to -2.5, digital silence about -2.3 (the recording level drops out,
+    a silent track still looks like a pause); c1..c12 lose the clip's mean (voice, microphone) and
+    are divided by their spread measured on speech. Clipped to [-5, 5].
     """
     mfcc = np.asarray(mfcc, dtype=np.float32)
     out = np.empty_like(mfcc)
-    out[0] = (mfcc[0] - MFCC_C0_REF) / MFCC_C0_SCALE
+    out[0] = (mfcc[0] - c0_reference(mfcc[0])) / MFCC_C0_SCALE
     if mfcc.shape[1]:
         out[1:] = (mfcc[1:] - mfcc[1:].mean(axis=1, keepdims=True)) / MFCC_SCALE[:, None]
     return np.clip(out, -5.0, 5.0)
+
+
+def silence_column() -> np.ndarray:
+    """(13,) normalised MFCC of silence for windows reaching outside the recording."""
+    col = np.zeros(13, np.float32)
+    col[0] = (SILENCE_C0 - MFCC_C0_LOUDEST_FLOOR) / MFCC_C0_SCALE
+    return col
+
+
+def lip_hull(points: np.ndarray, grow: float, feather: float = 2.0, size: tuple[int, int] = CROP) -> np.ndarray:
+    """(h, w) float32 mask in [0, 1]: the hull of the outer lip points (the first 20 of the 40), widened by
+    ``grow`` d and feathered by a Gaussian of ``feather`` pixels. Zero when a point is missing."""
+    import cv2
+
+    w, h = size
+    mask = np.zeros((h, w), np.uint8)
+    pts = np.asarray(points)[:20]
+    if np.isfinite(pts).all():
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+        k = max(3, round(grow * D_PIXELS * w / CROP[0]) | 1)
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), feather) if feather > 0 else mask.astype(np.float32)
+
+
+def generator_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """(5, 64, 128) float32: a mouth-blur crop's RGB and gradient map, and the keypoint heat map."""
+    from media.mouth import gradient_map
+
+    blur = blur_crop.astype(np.float32) / 255.0
+    return np.concatenate([blur.transpose(2, 0, 1), gradient_map(blur_crop)[None],
+                           keypoint_map(keypoints, (blur_crop.shape[1], blur_crop.shape[0]))[None]]).astype(np.float32)
+
+
+def mfcc_windows(mfcc_norm: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:
+    """(len(frames), 13, 16) of a normalised MFCC (:func:`normalize_mfcc`): the 0.2 s centred on each
+    video frame; outside the recording, silence."""
+    from media.features import MEL_FPS, SYNC_MEL_FRAMES, mel_windows
+
+    centre = np.rint((np.asarray(frames, dtype=np.float64) + 0.5) / fps * MEL_FPS).astype(np.int64)
+    out = mel_windows(mfcc_norm, centre - SYNC_MEL_FRAMES // 2, SYNC_MEL_FRAMES, fill=np.nan)
+    return np.where(np.isnan(out), silence_column()[None, :, None], out).astype(np.float32)

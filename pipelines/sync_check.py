@@ -13,18 +13,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from media.face import NoFaceError
 from media.features import SAMPLE_RATE, frame_to_mel, loudness_envelope
-from media.io import MediaError, iter_video_frames, mux_audio, probe, read_audio, shift_audio, write_video
-from models.syncnet import DEFAULT_WEIGHTS, VIDEO_FRAMES, VIDEO_FPS, SyncNet, prepare_clip, sync_score
+from media.io import (
+    MediaError,
+    iter_video_frames,
+    mux_audio,
+    probe,
+    read_audio,
+    shift_audio,
+    write_video,
+)
+from models.syncnet import (
+    DEFAULT_WEIGHTS,
+    VIDEO_FPS,
+    VIDEO_FRAMES,
+    SyncNet,
+    prepare_clip,
+    sync_score,
+)
+from pipelines.common import (
+    DEFAULT_MAX_SECONDS,
+    cli_error,
+    cli_progress,
+    load_pretrained,
+)
 
 MAX_SHIFT = 15  # frames at 25 fps, as SyncNet's LSE-D / LSE-C
 MAX_SHIFT_SECONDS = MAX_SHIFT / VIDEO_FPS  # the same +/-0.6 s at any frame rate
@@ -34,15 +53,6 @@ MIN_CONFIDENCE = 0.05
 SILENCE_DBFS = -50.0  # a track whose loud frames (95th percentile) stay below this is silent
 
 
-def _env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError:
-        print(f"warning: {name}={os.environ[name]!r} is not a number; using {default}", file=sys.stderr)
-        return default
-
-
-DEFAULT_MAX_SECONDS = _env_float("AVSTUDIO_MAX_SECONDS", 120)
 
 
 class SyncCheckError(ValueError):
@@ -88,13 +98,9 @@ class SyncResult:
                 f"confidence {self.confidence:.3f}.")
 
 
-@lru_cache(maxsize=4)
 def load_model(dir_or_repo: str = str(DEFAULT_WEIGHTS)) -> SyncNet:
-    """The discriminator, loaded once per process (bundled weights unless a folder/Hub id is given)."""
-    try:
-        return SyncNet.from_pretrained(dir_or_repo)
-    except Exception as err:  # missing folder, offline Hub, wrong files: one clear message
-        raise SyncCheckError(f"could not load the sync model '{dir_or_repo}': {type(err).__name__}: {err}") from err
+    """The model, loaded once per process (bundled weights unless a folder or Hub repo id is given)."""
+    return load_pretrained(SyncNet, str(dir_or_repo), SyncCheckError, "sync model")
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -246,23 +252,13 @@ def main(argv=None) -> int:
                     help="below this confidence the result is flagged unreliable and no fix is written")
     ap.add_argument("--baseline", action="store_true", help="also report the non-learned baseline's offset")
     args = ap.parse_args(argv)
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, desc="sync check", unit="%", file=sys.stderr)
-
-    def progress(frac, msg):
-        bar.set_description(msg)
-        bar.update(int(frac * 100) - bar.n)
+    bar, progress = cli_progress("sync check")
 
     try:
         result = check_sync(args.video, load_model(args.model), args.fix, args.max_seconds,
                             min_confidence=args.min_confidence, with_baseline=args.baseline, progress=progress)
     except ValueError as err:  # SyncCheckError and MediaError
-        bar.close()
-        print(f"error: {err}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"error": str(err)}))
-        return 2
+        return cli_error(bar, err, args.json)
     bar.close()
     if args.json:
         print(json.dumps(result.summary()))

@@ -34,3 +34,26 @@ def test_bad_inputs_through_the_api(client, media, tmp_path):
     for name, (path, phrase) in make_bad_inputs(tmp_path, media).items():
         with pytest.raises(Exception, match=phrase):
             client.predict(handle_file(str(path)), False, api_name="/sync_check")
+
+
+def test_api_lists_lipsync(client):
+    assert "/lipsync" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+
+
+def test_lipsync_through_the_api(client, media):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    video, message, details = client.predict(handle_file(str(examples / "lipsync_astronaut.jpg")),
+                                             handle_file(str(examples / "lipsync_speech.wav")), api_name="/lipsync")
+    path = video["video"] if isinstance(video, dict) else video
+    info = probe(path)
+    assert path.endswith(".mp4") and info.has_audio and details["source"] == "photo"
+    assert abs(info.n_frames - details["n_frames"]) <= 1 and "fps" in message
+
+
+def test_lipsync_bad_input_through_the_api(client, media, tmp_path):
+    bad = make_bad_inputs(tmp_path, media)
+    path, phrase = bad["no_face"]
+    with pytest.raises(Exception, match=phrase):
+        client.predict(handle_file(str(path)), handle_file(str(bad["audio_only"][0])), api_name="/lipsync")

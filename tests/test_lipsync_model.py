@@ -71,15 +71,17 @@ def test_prepared_clip_is_consistent(clip):
 def test_mfcc_normalisation_keeps_silence_silent():
     speech_like = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)
     silence = np.zeros(SAMPLE_RATE, np.float32)
-    assert normalize_mfcc(mfcc(silence))[0].mean() < -3.5  # c0: far below any speech
+    assert normalize_mfcc(mfcc(silence))[0].mean() < -2.0  # c0: as low as a pause in speech
     assert normalize_mfcc(mfcc(speech_like))[0].mean() > -1.0
+    # the recording level drops out: the same speech 20 dB quieter normalises the same
+    assert np.allclose(normalize_mfcc(mfcc(speech_like))[0], normalize_mfcc(mfcc(0.1 * speech_like))[0], atol=0.05)
     assert np.allclose(normalize_mfcc(mfcc(silence))[1:], 0.0)
 
 
 def test_mfcc_window_is_centred_and_padded_with_silence(clip):
     w = mfcc_window(clip, np.array([0, 10, len(clip["found"]) + 50]))
     assert w.shape == (3, 13, 16)
-    assert (w[2, 0] < -3.5).all()  # past the end: silence
+    assert (w[2, 0] < -2.0).all()  # past the end: silence
     assert np.isfinite(w).all()
 
 
@@ -112,7 +114,8 @@ def test_training_steps_lower_the_losses(clip):
     sampler = Sampler([clip], np.random.default_rng(0))
     model = LipSyncNet()
     # stage A on one fixed batch
-    g, a, owner = sampler.stage_a(n_clips=1, per_clip=16)
+    g, a, owner, lips = sampler.stage_a(n_clips=1, per_clip=16)
+    assert lips.shape == (16, 40, 2) and 0.1 < float(lips.std()) < 10
     opt = torch.optim.Adam(model.features.parameters(), lr=1e-3)
     losses = []
     for _ in range(25):

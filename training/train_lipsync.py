@@ -19,7 +19,9 @@
    generator frozen, one generator step with the discriminator frozen). Generator loss: L1
    reconstruction of the real crop (the mouth area weighted x5) + ``--gan-weight`` x BCE on the
    discriminator + ``--sync-weight`` x the sync loss of the bundled third-stage discriminator
-   (``models/weights/syncnet``) on 5 consecutive generated frames and their audio.
+   (``models/weights/syncnet``) on 5 consecutive generated frames and their audio. Each step
+   also carries ``--silence-frames`` closed-mouth frames paired with silence (reconstruction
+   only), so that a silent track closes the mouth.
 
 **Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
 training the generator's input is the target frame's blur crop with the mouth area (both frames'
@@ -46,9 +48,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from media.face import CROPS, LIPS, LIPS_OUTER, crop_transform, track_video
+from media.face import LIPS, crop_transform, track_video
 from media.features import (
-    MEL_FPS,
     SAMPLE_RATE,
     SYNC_MEL_FRAMES,
     frame_to_mel,
@@ -59,12 +60,15 @@ from media.features import (
 from media.io import iter_video_frames, read_audio
 from media.mouth import gradient_map, mouth_blur
 from models.lipsync import (
-    MFCC_C0_REF,
-    MFCC_C0_SCALE,
+    CROP,
+    D_PIXELS,
     LipSyncConfig,
     LipSyncNet,
-    keypoint_map,
+    generator_input,
+    lip_hull,
+    mfcc_windows,
     normalize_mfcc,
+    silence_column,
 )
 from models.syncnet import (
     CROP_SIZE,
@@ -77,9 +81,6 @@ from models.syncnet import (
 from models.syncnet import DEFAULT_WEIGHTS as SYNCNET_WEIGHTS
 from training.train_syncnet import _materialise
 
-CROP = (128, 64)  # (w, h) of the generator's lower-face crop
-D_PIXELS = CROP[0] / CROPS["lower"][0]  # crop pixels per eye-to-mouth distance d
-DB_FLOOR_C0 = float(mfcc(np.zeros(SAMPLE_RATE // 10, np.float32))[0, 0])  # c0 of digital silence
 GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
@@ -154,6 +155,7 @@ def finish_clip(name: str, source: str, data: dict) -> dict:
     clip["starts"] = np.flatnonzero(valid_windows(data["found"], fps) & inside)
     gray = torch.from_numpy(data["real"][data["found"]]).permute(0, 3, 1, 2).float() / 255.0
     clip["sync_mean"] = to_sync_gray(gray).mean(0).numpy()  # (48, 96) in [0, 1]
+    clip["kp_mean"] = np.nanmean(data["keypoints"][data["found"]], axis=0)
     return clip
 
 
@@ -165,17 +167,22 @@ def to_sync_gray(crops: torch.Tensor) -> torch.Tensor:
 
 
 def mfcc_window(clip: dict, frames: np.ndarray) -> np.ndarray:
-    """(len(frames), 13, 16) normalised MFCC centred on each video frame; outside the recording: silence."""
-    centre = np.rint((np.asarray(frames) + 0.5) / clip["fps"] * MEL_FPS).astype(np.int64)
-    out = mel_windows(clip["mfcc"], centre - SYNC_MEL_FRAMES // 2, SYNC_MEL_FRAMES, fill=np.nan)
-    silence = np.zeros(out.shape[1], np.float32)
-    silence[0] = (DB_FLOOR_C0 - MFCC_C0_REF) / MFCC_C0_SCALE
-    return np.where(np.isnan(out), silence[None, :, None], out).astype(np.float32)
+    """(len(frames), 13, 16) normalised MFCC centred on each video frame of ``clip``."""
+    return mfcc_windows(clip["mfcc"], frames, clip["fps"])
 
 
 # --------------------------------------------------------------------------------------------
 # batches
 # --------------------------------------------------------------------------------------------
+LIP_UNIT = 0.05  # lip keypoint deviations are given in units of 0.05 d
+
+
+def lip_deviation(clip: dict, frames: np.ndarray) -> np.ndarray:
+    """(len(frames), 40, 2) lip keypoints minus the clip's mean keypoints, in units of LIP_UNIT d (0 where missing)."""
+    dev = (clip["keypoints"][frames] - clip["kp_mean"]) / (LIP_UNIT * D_PIXELS)
+    return np.nan_to_num(dev).astype(np.float32)
+
+
 def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
     """(len(frames), 4*group, 64, 128) float32: blur RGB + gradient of the frames t-2..t+2 around each frame."""
     n = len(clip["found"])
@@ -187,30 +194,11 @@ def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(len(frames), 4 * group, CROP[1], CROP[0]))
 
 
-def lip_hull(points: np.ndarray, grow: float) -> np.ndarray:
-    """(64, 128) float32 mask: the hull of the outer lip points widened by ``grow`` d and feathered."""
-    mask = np.zeros((CROP[1], CROP[0]), np.uint8)
-    pts = points[: len(LIPS_OUTER)]
-    if np.isfinite(pts).all():
-        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
-        k = max(3, int(round(grow * D_PIXELS)) | 1)
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 2.0)
-
-
 def reference_input(clip: dict, frame: int, ref: int) -> np.ndarray:
     """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop."""
     area = np.maximum(lip_hull(clip["keypoints"][frame], 0.25), lip_hull(clip["keypoints"][ref], 0.25))[..., None]
     blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
-    grad = gradient_map((blur * 255).astype(np.uint8))
-    kp = keypoint_map(clip["keypoints"][ref], CROP)
-    return np.concatenate([blur.transpose(2, 0, 1), grad[None], kp[None]], axis=0)
-
-
-def inference_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """(5, 64, 128) generator input at inference: the frame's own blur crop, its gradient and its keypoints."""
-    blur = blur_crop.astype(np.float32) / 255.0
-    return np.concatenate([blur.transpose(2, 0, 1), gradient_map(blur_crop)[None], keypoint_map(keypoints, CROP)[None]])
+    return generator_input(np.round(blur * 255).astype(np.uint8), clip["keypoints"][ref])
 
 
 def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change: float) -> int:
@@ -238,15 +226,16 @@ class Sampler:
 
     def stage_a(self, n_clips: int = 8, per_clip: int = 8):
         """Groups and MFCC windows of per_clip moments of each of n_clips clips, plus the clip index of each."""
-        groups, audio, owner = [], [], []
+        groups, audio, owner, lips = [], [], [], []
         for k, clip in enumerate(self.clips_for_batch(n_clips)):
             starts = self.rng.choice(clip["starts"], size=min(per_clip, len(clip["starts"])), replace=False)
             frames = clip["vidx"][starts, 2]  # the centre frame of each 5-frame window
             groups.append(group_input(clip, frames))
             audio.append(mfcc_window(clip, frames))
+            lips.append(lip_deviation(clip, frames))
             owner += [k] * len(frames)
         return (torch.from_numpy(np.concatenate(groups)), torch.from_numpy(np.concatenate(audio)),
-                torch.tensor(owner))
+                torch.tensor(owner), torch.from_numpy(np.concatenate(lips)))
 
     def stage_b(self, n: int, min_change: float):
         """n windows of 5 frames: generator inputs, MFCC, real crops, mouth weights, sync mel and clip means."""
@@ -266,6 +255,26 @@ class Sampler:
         return (torch.from_numpy(np.stack(ref_in)), torch.from_numpy(np.concatenate(audio)), real,
                 torch.from_numpy(np.stack(weight))[:, None], torch.from_numpy(np.stack(mel)),
                 torch.from_numpy(np.stack(means)))
+
+    def silence(self, n: int, min_change: float):
+        """n single frames whose mouth is closed (the clip's least-open tenth), paired with silence.
+
+        Real speech has pauses, but a silent track is cleaner than any of them; without these
+        pairs the mouth stays half open on silence. Returns generator inputs, MFCC, real crops, weights.
+        """
+        ref_in, real, weight = [], [], []
+        for clip in self.clips_for_batch(n):
+            found = np.flatnonzero(clip["found"] & np.isfinite(clip["opening"]))
+            opening = clip["opening"][found]
+            f = int(self.rng.choice(found[opening <= np.percentile(opening, 10)]))
+            r = pick_reference(clip, f, self.rng, min_change)
+            ref_in.append(reference_input(clip, f, r))
+            real.append(clip["real"][f])
+            weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
+        audio = np.repeat(np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2), n, axis=0)
+        real = torch.from_numpy(np.stack(real)).permute(0, 3, 1, 2).float() / 255.0
+        return (torch.from_numpy(np.stack(ref_in)), torch.from_numpy(audio.astype(np.float32)), real,
+                torch.from_numpy(np.stack(weight))[:, None])
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,42 +309,88 @@ def sync_loss(syncnet: SyncNet, fake: torch.Tensor, mel: torch.Tensor, means: to
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
+def stage_a_loss(model: LipSyncNet, batch, args):
+    """Agreement loss + aux_weight x the shared lip head's error from both vectors; (loss, retrieval acc, lip error from audio)."""
+    g, a, owner, lips = (t.to(args.device) for t in batch)
+    v, au = model.features.visual_vector(g), model.features.audio_vector(a)
+    loss, acc = agreement_loss(v, au, owner)
+    lip_v = F.mse_loss(model.features.predict_lips(v), lips)
+    lip_a = F.mse_loss(model.features.predict_lips(au), lips)
+    return loss + args.aux_weight * (lip_v + lip_a), acc, lip_a
+
+
 def train_stage_a(model: LipSyncNet, train: Sampler, held: Sampler | None, args, log: list) -> dict:
     opt = torch.optim.Adam(model.features.parameters(), lr=args.lr)
     model.features.train()
-    acc_held = float("nan")
+    acc_held, lip_held = float("nan"), float("nan")
     bar = tqdm(range(args.stage_a_steps), desc="stage A", unit="step")
     for step in bar:
-        g, a, owner = train.stage_a()
-        loss, acc = agreement_loss(model.features.visual_vector(g.to(args.device)),
-                                   model.features.audio_vector(a.to(args.device)), owner.to(args.device))
+        loss, acc, lip_a = stage_a_loss(model, train.stage_a(), args)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        log.append({"stage": "A", "step": step, "loss": loss.item(), "train_acc": acc.item()})
+        log.append({"stage": "A", "step": step, "loss": loss.item(), "train_acc": acc.item(), "lip_from_audio": lip_a.item()})
         if held is not None and (step + 1) % args.eval_every == 0:
-            acc_held = evaluate_stage_a(model, held, args)
-            log[-1]["held_acc"] = acc_held
+            acc_held, lip_held = evaluate_stage_a(model, held, args)
+            log[-1].update(held_acc=acc_held, held_lip_from_audio=lip_held)
             model.features.train()
             if acc_held >= args.stage_a_accuracy:
                 break
-        bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{float(acc):.2f}", held=f"{acc_held:.2f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}", held=f"{acc_held:.2f}", lip=f"{lip_held:.2f}")
     model.features.eval()
-    return {"steps": step + 1, "held_retrieval_accuracy": acc_held}
+    result = {"steps": step + 1, "held_retrieval_accuracy": acc_held, "held_lip_error_from_audio": lip_held,
+              "lip_error_if_constant": 1.0 if held is None else held_lip_variance(held)}
+    if held is not None:
+        corr = opening_correlation(model, held.clips)
+        result["held_opening_correlation_median"] = float(np.median(corr)) if corr else float("nan")
+        result["held_opening_correlation_per_clip"] = corr
+    return result
 
 
 @torch.no_grad()
-def evaluate_stage_a(model: LipSyncNet, held: Sampler, args, batches: int = 4) -> float:
+def evaluate_stage_a(model: LipSyncNet, held: Sampler, args, batches: int = 4) -> tuple[float, float]:
+    """Held-out retrieval accuracy (chance 1/8) and the lip-keypoint error predicted from the audio vector."""
     model.features.eval()
-    accs = []
+    accs, lips = [], []
     rng_state = held.rng.bit_generator.state
     for _ in range(batches):
-        g, a, owner = held.stage_a()
-        _, acc = agreement_loss(model.features.visual_vector(g.to(args.device)),
-                                model.features.audio_vector(a.to(args.device)), owner.to(args.device))
-        accs.append(float(acc))
+        _, acc, lip_a = stage_a_loss(model, held.stage_a(), args)
+        accs.append(acc.item())
+        lips.append(lip_a.item())
     held.rng.bit_generator.state = rng_state  # the same held-out batches every time
-    return float(np.mean(accs))
+    return float(np.mean(accs)), float(np.mean(lips))
+
+
+INNER_UPPER, INNER_LOWER = 20 + 15, 20 + 5  # landmarks 13 and 14 within media.face.LIPS (outer ring, then inner)
+
+
+@torch.no_grad()
+def opening_correlation(model: LipSyncNet, clips: list[dict]) -> list[float]:
+    """Per clip: correlation between the mouth opening the audio vector predicts (through the lip head) and
+    the opening the face mesh measured, over every frame with a face. The audio-to-mouth signal, unheld by
+    identity: a vector that knows nothing of the mouth scores about 0."""
+    model.features.eval()
+    out = []
+    for clip in clips:
+        frames = np.flatnonzero(clip["found"])
+        if len(frames) < 10:
+            continue
+        pred = model.features.predict_lips(model.features.audio_vector(torch.from_numpy(mfcc_window(clip, frames))))
+        pred = pred.cpu().numpy()
+        true = lip_deviation(clip, frames)
+        p = pred[:, INNER_LOWER, 1] - pred[:, INNER_UPPER, 1]
+        t = true[:, INNER_LOWER, 1] - true[:, INNER_UPPER, 1]
+        if p.std() > 0 and t.std() > 0:
+            out.append(float(np.corrcoef(p, t)[0, 1]))
+    return out
+
+
+def held_lip_variance(held: Sampler, batches: int = 4) -> float:
+    """The lip error of always predicting the clip's mean mouth, on the same held-out batches (the bar to beat)."""
+    rng_state = held.rng.bit_generator.state
+    out = float(np.mean([float((held.stage_a()[3] ** 2).mean()) for _ in range(batches)]))
+    held.rng.bit_generator.state = rng_state
+    return out
 
 
 def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sampler | None, args, log: list) -> list:
@@ -352,6 +407,10 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
         bar = tqdm(range(args.steps_per_epoch), desc=f"stage B epoch {epoch + 1}/{args.epochs}", unit="step")
         for step in bar:
             ref, audio, real, weight, mel, means = (t.to(args.device) for t in train.stage_b(args.batch, args.min_opening_change))
+            n_speech = len(ref)
+            if args.silence_frames:
+                extra = (t.to(args.device) for t in train.silence(args.silence_frames, args.min_opening_change))
+                ref, audio, real, weight = (torch.cat([a, b]) for a, b in zip((ref, audio, real, weight), extra))
             with torch.no_grad():
                 vector = model.features.audio_vector(audio)
             fake = model.generator(ref, vector)
@@ -368,7 +427,7 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
             recon = (weight * (fake - real).abs()).mean() / weight.mean()
             g_fake = model.discriminator(fake)
             gan = F.binary_cross_entropy_with_logits(g_fake, torch.ones_like(g_fake))
-            sync, cos = sync_loss(syncnet, fake, mel, means)
+            sync, cos = sync_loss(syncnet, fake[:n_speech], mel, means)
             g_loss = recon + args.gan_weight * gan + args.sync_weight * sync
             g_opt.zero_grad()
             g_loss.backward()
@@ -385,7 +444,8 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
         epochs.append(row)
         tqdm.write(json.dumps(row))
         if args.out:
-            model.save_pretrained(Path(args.out) / f"epoch{epoch + 1}", metadata={"epoch": epoch + 1})
+            model.save_pretrained(Path(args.out) / f"epoch{epoch + 1}", metadata={"epoch": epoch + 1},
+                                  with_discriminator=True)
     return epochs
 
 
@@ -429,13 +489,18 @@ def main(argv=None) -> int:
     ap.add_argument("--stage-a-steps", type=int, default=800)
     ap.add_argument("--stage-a-accuracy", type=float, default=0.5, help="stop stage A at this held-out retrieval accuracy")
     ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--aux-weight", type=float, default=0.1, help="stage A: weight of the shared lip-keypoint head")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--steps-per-epoch", type=int, default=300)
     ap.add_argument("--gan-weight", type=float, default=0.01)
     ap.add_argument("--sync-weight", type=float, default=0.03)
     ap.add_argument("--min-opening-change", type=float, default=0.05,
                     help="reference mouth opening must differ from the target's by this much (of the eye-mouth distance)")
+    ap.add_argument("--silence-frames", type=int, default=4,
+                    help="stage B: closed-mouth frames paired with silence added to each step")
     ap.add_argument("--max-clips", type=int, default=None)
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="a checkpoint folder of an earlier run (e.g. OUT/epoch3): skip stage A, go on with stage B")
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -450,13 +515,16 @@ def main(argv=None) -> int:
     print(f"training on {len(train_clips)} clips, holding out {len(held_clips)} ({args.holdout_source})")
     train = Sampler(train_clips, rng)
     held = Sampler(held_clips, np.random.default_rng(args.seed + 1)) if held_clips else None
-    model = LipSyncNet(LipSyncConfig()).to(args.device)
+    model = (LipSyncNet.from_pretrained(args.resume) if args.resume else LipSyncNet(LipSyncConfig())).to(args.device)
     syncnet = SyncNet.from_pretrained(args.syncnet).to(args.device).eval()
     log: list = []
     report = {"args": {k: str(v) for k, v in vars(args).items()},
               "train_clips": [c["name"] for c in train_clips], "holdout_clips": [c["name"] for c in held_clips]}
-    report["stage_a"] = train_stage_a(model, train, held, args, log)
-    model.save_pretrained(args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
+    if args.resume:
+        report["stage_a"] = {"resumed_from": str(args.resume), **model.training_metadata}
+    else:
+        report["stage_a"] = train_stage_a(model, train, held, args, log)
+        model.save_pretrained(args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
     report["stage_b"] = train_stage_b(model, syncnet, train, held, args, log)
     report["seconds"] = round(time.time() - t0, 1)
     model.save_pretrained(args.out / "final", metadata={"stages": ["A", "B"], "epochs": args.epochs,

@@ -1,0 +1,53 @@
+"""What the pipelines share: limits read from the environment, and the CLI progress bar."""
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+
+
+def env_float(name: str, default: float) -> float:
+    """A number from the environment, or ``default`` (with a warning) when it is unset or not a number."""
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        print(f"warning: {name}={os.environ[name]!r} is not a number; using {default}", file=sys.stderr)
+        return default
+
+
+DEFAULT_MAX_SECONDS = env_float("AVSTUDIO_MAX_SECONDS", 120)
+
+
+def cli_progress(desc: str):
+    """(bar, callback): a tqdm bar on stderr in percent and a ``callback(fraction, message)`` that moves it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr)
+
+    def progress(frac: float, msg: str) -> None:
+        bar.set_description(msg)
+        bar.update(max(0, int(frac * 100) - bar.n))
+
+    return bar, progress
+
+
+@lru_cache(maxsize=8)
+def load_pretrained(model_cls, dir_or_repo: str, error_cls: type[Exception], what: str):
+    """``model_cls.from_pretrained(dir_or_repo)``, once per process; any failure (missing folder, offline
+    Hub, wrong files) becomes one clear ``error_cls`` message naming ``what`` was being loaded."""
+    try:
+        return model_cls.from_pretrained(dir_or_repo)
+    except Exception as err:
+        raise error_cls(f"could not load the {what} '{dir_or_repo}': {type(err).__name__}: {err}") from err
+
+
+def cli_error(bar, err: Exception, as_json: bool) -> int:
+    """Close the progress bar, print ``error: ...`` on stderr (and ``{"error": ...}`` as the last stdout
+    line with ``--json``) and return the CLI's exit status for bad input, 2."""
+    import json
+
+    bar.close()
+    print(f"error: {err}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": str(err)}))
+    return 2

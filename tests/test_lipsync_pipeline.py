@@ -1,0 +1,152 @@
+"""The lip-sync pipeline and CLI (spec 05) on real photos and clips: length, frame rate, size, audio, pass-through, bad input."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from media.face import face_in_image, track_video
+from media.io import (
+    iter_video_frames,
+    probe,
+    read_audio,
+    read_video,
+    write_audio,
+    write_video,
+)
+from pipelines import lipsync as ls
+from tests.bad_inputs import make_bad_inputs
+
+PHOTO = "faces/fr_obama.jpg"
+CLIP = "talking_video/pcavs_Input_00010.mp4"  # held out of training, 4.2 s, 224 x 224, 25 fps
+SPEECH = "talking_video/pcavs_Pose_Source_517600055.mp4"  # another held-out speaker, 4.5 s
+
+
+@pytest.fixture(scope="module")
+def speech_wav(media, tmp_path_factory):
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    write_audio(path, read_audio(media / SPEECH, sr=16000), 16000)
+    return path
+
+
+def test_pingpong_order():
+    assert ls.pingpong_index(np.arange(10), 4).tolist() == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert ls.pingpong_index(np.arange(3), 1).tolist() == [0, 0, 0]
+
+
+def test_photo_and_speech(media, speech_wav, tmp_path):
+    out = tmp_path / "photo.mp4"
+    result = ls.lipsync(media / PHOTO, speech_wav, out)
+    info = probe(out)
+    speech_s = len(read_audio(speech_wav, sr=16000)) / 16000
+    w, h = Image.open(media / PHOTO).size
+    assert result.source == "photo" and result.extension == "held"
+    assert abs(info.fps - 25) < 1e-6 and info.has_audio
+    assert abs(info.n_frames / info.fps - speech_s) < 1.5 / 25
+    assert (info.width, info.height) == (w + w % 2, h + h % 2)
+    assert result.face_frames == info.n_frames
+    # the mouth moves: the mesh's mouth opening varies over the output, while the photo is still
+    track, _ = track_video(out)
+    opening = track.mouth_opening()[track.found]
+    assert track.found.mean() > 0.9 and np.std(opening) > 0.01
+
+
+def test_clip_shorter_than_speech_is_played_forward_and_back(media, tmp_path):
+    face = media / CLIP
+    info_in = probe(face)
+    long_speech = tmp_path / "long.wav"
+    speech = read_audio(media / SPEECH, sr=16000)
+    write_audio(long_speech, np.concatenate([speech, speech]), 16000)  # 9 s > 4.2 s of picture
+    out = tmp_path / "clip.mp4"
+    result = ls.lipsync(face, long_speech, out)
+    info = probe(out)
+    assert result.extension == "ping-pong"
+    assert abs(info.fps - info_in.fps) < 1e-6 and (info.width, info.height) == (info_in.width, info_in.height)
+    assert abs(info.n_frames - round(2 * len(speech) / 16000 * info_in.fps)) <= 1
+    assert info.has_audio
+    # the top of the picture follows the source order: output frame n_src + 3 shows source frame n_src - 5
+    frames, _ = read_video(out)
+    src, _ = read_video(face)
+    n = len(src)
+    k = n + 3
+    top = slice(0, src.shape[1] // 4)
+    err = [np.abs(frames[k, top].astype(int) - src[j, top].astype(int)).mean() for j in range(n)]
+    assert int(np.argmin(err)) in (n - 6, n - 5, n - 4)
+
+
+def test_clip_longer_than_speech_is_cut(media, tmp_path):
+    short = tmp_path / "short.wav"
+    write_audio(short, read_audio(media / SPEECH, sr=16000)[:16000], 16000)  # 1 s
+    result = ls.lipsync(media / CLIP, short, tmp_path / "cut.mp4")
+    assert result.extension == "cut" and result.n_frames == 25
+
+
+def test_frames_without_a_face_pass_through(media, speech_wav, tmp_path):
+    """A clip whose middle frames show no face: those frames come out as they went in."""
+    photo = np.ascontiguousarray(np.asarray(Image.open(media / PHOTO).convert("RGB").resize((256, 320))))
+    blank = np.full_like(photo, 90)
+    blank[::16] = 200  # stripes: something to encode
+    frames = [photo] * 20 + [blank] * 10 + [photo] * 20
+    face = tmp_path / "gap.mp4"
+    write_video(face, frames, 25)
+    out = tmp_path / "gap_out.mp4"
+    result = ls.lipsync(face, speech_wav, out)
+    assert result.face_frames < result.n_frames
+    got = [f for _, _, f in iter_video_frames(out)]
+    src = [f for _, _, f in iter_video_frames(face)]
+    for k in range(22, 28):  # blank frames: unchanged up to the codec
+        mse = np.mean((got[k].astype(float) - src[k].astype(float)) ** 2)
+        assert 10 * np.log10(255 ** 2 / max(mse, 1e-9)) > 35
+    # a face frame: changed around the mouth, not above the nose
+    lm = face_in_image(src[5])
+    nose = int(lm[1, 1])
+    assert np.abs(got[5][:nose].astype(int) - src[5][:nose].astype(int)).mean() < 2.0
+    mouth = (slice(int(lm[13, 1]) - 10, int(lm[14, 1]) + 10), slice(int(lm[61, 0]), int(lm[291, 0])))
+    changed = [np.abs(got[k][mouth].astype(int) - src[k][mouth].astype(int)).mean() for k in range(20)]
+    assert max(changed) > 3.0
+
+
+def test_silent_speech_is_accepted_and_said(media, tmp_path):
+    silent = tmp_path / "silent.wav"
+    write_audio(silent, np.zeros(32000, np.float32), 16000)
+    result = ls.lipsync(media / PHOTO, silent, tmp_path / "silent.mp4")
+    assert result.silent_audio and "silent" in result.message()
+
+
+def test_preview_images(media):
+    images = ls.preview(media / CLIP)
+    info = probe(media / CLIP)
+    for key in ("blur", "gradient", "keypoints"):
+        assert images[key].shape == (info.height, info.width, 3) and images[key].dtype == np.uint8
+
+
+def test_bad_inputs_get_clear_messages(media, speech_wav, tmp_path):
+    bad = make_bad_inputs(tmp_path, media)
+    for name in ("empty", "corrupt", "audio_only", "no_face"):
+        path, phrase = bad[name]
+        with pytest.raises(ValueError, match=phrase):
+            ls.lipsync(path, speech_wav, tmp_path / f"{name}.mp4")
+    blip = tmp_path / "blip.wav"
+    write_audio(blip, np.zeros(160, np.float32), 16000)  # 10 ms: shorter than one frame
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        ls.lipsync(media / PHOTO, blip, tmp_path / "blip.mp4")
+    with pytest.raises(ValueError, match="could not be read"):
+        ls.lipsync(media / PHOTO, bad["corrupt"][0], tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match="no audio"):
+        ls.lipsync(media / PHOTO, bad["no_audio"][0], tmp_path / "y.mp4")
+    landscape = tmp_path / "landscape.png"
+    frame = next(iter_video_frames(media / "video" / "moviepy_fire2.mp4"))[2]
+    Image.fromarray(frame).save(landscape)
+    with pytest.raises(ValueError, match="no face"):
+        ls.lipsync(landscape, speech_wav, tmp_path / "z.mp4")
+    with pytest.raises(ValueError, match="limit"):
+        ls.lipsync(media / PHOTO, speech_wav, tmp_path / "w.mp4", max_seconds=1)
+
+
+def test_cli(media, speech_wav, tmp_path, capsys):
+    out = tmp_path / "cli.mp4"
+    assert ls.main(["--face", str(media / PHOTO), "--audio", str(speech_wav), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["n_frames"] == probe(out).n_frames and summary["source"] == "photo"
+    assert ls.main(["--face", str(tmp_path / "missing.mp4"), "--audio", str(speech_wav), "--out", str(out)]) == 2
+    assert "error:" in capsys.readouterr().err
