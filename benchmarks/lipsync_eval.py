@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from media.face import track_video
-from media.features import SAMPLE_RATE, frame_to_mel, loudness_envelope
+from media.features import SAMPLE_RATE, loudness_per_frame
 from media.io import iter_video_frames, probe, read_audio, write_audio
 from models.lipsync import DEFAULT_WEIGHTS
 from pipelines import lipsync as ls
@@ -38,23 +38,9 @@ from pipelines.sync_check import load_model as load_syncnet
 NOSE_TIP = 1
 
 
-def opening_ratio(track) -> np.ndarray:
-    """Inner-lip gap over face height per frame (NaN without a face)."""
-    lm = track.landmarks
-    gap = np.linalg.norm(lm[:, 13, :2] - lm[:, 14, :2], axis=1)
-    height = np.nanmax(lm[..., 1], axis=1) - np.nanmin(lm[..., 1], axis=1)
-    return gap / np.maximum(height, 1e-6)
-
-
-def loudness_per_frame(audio: np.ndarray, n: int, fps: float) -> np.ndarray:
-    env = 10.0 ** (loudness_envelope(audio, SAMPLE_RATE).astype(np.float64) / 20.0)
-    bounds = np.clip(frame_to_mel(np.arange(n + 1), fps), 0, len(env) - 1)
-    return np.array([env[a:b + 1].mean() for a, b in zip(bounds[:-1], bounds[1:])])
-
-
 def opening_loudness_corr(video: Path, audio: np.ndarray) -> float:
     track, fps = track_video(video)
-    o = opening_ratio(track)
+    o = track.lip_gap_ratio()
     loud = loudness_per_frame(audio, len(o), fps)
     ok = np.isfinite(o)
     if ok.sum() < 10 or np.std(o[ok]) == 0:
@@ -119,8 +105,8 @@ def main(argv=None) -> int:
                    "opening_loudness_corr": opening_loudness_corr(out, speech),
                    "real_opening_loudness_corr": opening_loudness_corr(face, read_audio(face, sr=SAMPLE_RATE)),
                    "psnr_above_nose_db": psnr_above_nose(face, out, order),
-                   "silent_gap_p90": float(np.nanpercentile(opening_ratio(silent_track), 90)),
-                   "real_gap_p90": float(np.nanpercentile(opening_ratio(real_track), 90))}
+                   "silent_gap_p90": float(np.nanpercentile(silent_track.lip_gap_ratio(), 90)),
+                   "real_gap_p90": float(np.nanpercentile(real_track.lip_gap_ratio(), 90))}
             tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
             rows.append(row)
     summary = {

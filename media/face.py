@@ -16,8 +16,8 @@ Crops are similarity-aligned (rotation from the eye line, scale from the eye-to-
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -86,6 +86,14 @@ class FaceTrack:
         geo = np.stack([mouth_c[:, 0], mouth_c[:, 1], d, angle], axis=1)
         geo = _interpolate_missing(geo, self.found)
         return _moving_average(geo, smooth)
+
+    def lip_gap_ratio(self) -> np.ndarray:
+        """(N,) inner-lip gap over the face's height (landmark extent), NaN where not found."""
+        lm = self.landmarks
+        gap = np.linalg.norm(lm[:, UPPER_LIP_INNER, :2] - lm[:, LOWER_LIP_INNER, :2], axis=1)
+        with np.errstate(all="ignore"):
+            height = np.nanmax(lm[..., 1], axis=1) - np.nanmin(lm[..., 1], axis=1)
+        return gap / np.maximum(height, 1e-6)
 
     def mouth_opening(self) -> np.ndarray:
         """(N,) inner-lip gap divided by the eye-to-mouth distance (NaN where not found)."""

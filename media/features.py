@@ -64,6 +64,13 @@ def loudness_envelope(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return (20.0 * np.log10(np.maximum(rms, 1e-5))).astype(np.float32)
 
 
+def loudness_per_frame(audio: np.ndarray, n_frames: int, fps: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """(n_frames,) linear RMS loudness averaged over each video frame's interval (frames past the audio: its last value)."""
+    env = 10.0 ** (loudness_envelope(audio, sr).astype(np.float64) / 20.0)
+    bounds = np.clip(frame_to_mel(np.arange(n_frames + 1), fps), 0, len(env) - 1)
+    return np.array([env[a:b + 1].mean() for a, b in zip(bounds[:-1], bounds[1:])])
+
+
 def frame_to_mel(frame_index, fps: float):
     """Feature frame at which video frame ``frame_index`` starts (rounded; works on arrays)."""
     idx = np.rint(np.asarray(frame_index, dtype=np.float64) * MEL_FPS / float(fps)).astype(np.int64)

@@ -51,15 +51,15 @@ import soundfile as sf
 __all__ = [
     "MediaError",
     "MediaInfo",
-    "probe",
-    "iter_video_frames",
-    "read_video",
-    "read_audio",
     "iter_audio_chunks",
-    "write_video",
+    "iter_video_frames",
     "mux_audio",
+    "probe",
+    "read_audio",
+    "read_video",
     "shift_audio",
     "write_audio",
+    "write_video",
 ]
 
 PathLike = str | os.PathLike

@@ -107,11 +107,11 @@ def is_photo(path) -> bool:
 
 
 def load_photo(path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+        with Image.open(path) as img:  # upright as viewers show it (EXIF orientation applied)
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
     except (UnidentifiedImageError, OSError) as err:
         raise LipSyncError(f"'{Path(path).name}' is not a readable image: {err}") from err
 
@@ -213,6 +213,7 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
         source = "photo"
         image = load_photo(face)
         fps, n_src = PHOTO_FPS, 1
+        n_total = 1
         landmarks = face_in_image(image)
         if landmarks is None:
             raise LipSyncError(f"no face was found in the photo '{face.name}'")
@@ -228,13 +229,18 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
         fps = info.fps or PHOTO_FPS
         say(0.02, "tracking the face")
         t = time.perf_counter()
-        n_est = max(1, info.n_frames)
+        need = round(duration * fps)
+        # a video longer than the speech is tracked only as far as it is used
+        end = (need + 0.5) / fps if 0 < need < info.n_frames else None
+        n_est = max(1, need if end is not None else info.n_frames)
         try:
-            track, fps = track_video(face, progress=lambda i: say(0.02 + 0.3 * min(1.0, (i + 1) / n_est), "tracking the face"))
+            track, fps = track_video(face, end=end,
+                                     progress=lambda i: say(0.02 + 0.3 * min(1.0, (i + 1) / n_est), "tracking the face"))
         except MediaError as err:
             raise LipSyncError(f"the face video could not be read: {err}") from err
         timings["preprocessing"] += time.perf_counter() - t
         n_src = len(track)
+        n_total = info.n_frames if end is not None else n_src
         if n_src == 0:
             raise LipSyncError(f"'{face.name}' has no frames")
         if not track.found.any():
@@ -244,7 +250,7 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
         raise LipSyncError(f"the speech is {duration * 1000:.0f} ms long, shorter than one frame ({1000 / fps:.0f} ms)")
     order = np.zeros(n_out, np.int64) if source == "photo" else (
         np.arange(n_out) if n_out <= n_src else pingpong_index(np.arange(n_out), n_src))
-    extension = "held" if source == "photo" else ("as is" if n_out == n_src else "cut" if n_out < n_src else "ping-pong")
+    extension = "held" if source == "photo" else ("as is" if n_out == n_total else "cut" if n_out < n_total else "ping-pong")
 
     loud = loudness_envelope(speech, SAMPLE_RATE)
     silent = len(loud) == 0 or float(np.percentile(loud, 95)) < SILENCE_DBFS
@@ -252,6 +258,7 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     geo = track.geometry(smooth=1 if source == "photo" else 9)
     frames = (image for _ in range(n_out)) if source == "photo" else _source_frames(face, order, fps)
     face_frames = 0
+    prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask)
 
     def generate() -> Iterator[np.ndarray]:
         nonlocal face_frames
@@ -266,12 +273,17 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
                 if not track.found[i]:
                     items.append((frame, None, None, None, k))
                     continue
-                lm = track.landmarks[i]
-                m = crop_transform(geo[i], "lower", CROP)
-                blur_crop = cv2.warpAffine(mouth_blur(frame, [lm]), m, CROP, flags=cv2.INTER_AREA,
-                                           borderMode=cv2.BORDER_REPLICATE)
-                kp = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
-                items.append((frame, m, generator_input(blur_crop, kp), lip_hull(kp, PASTE_GROW, PASTE_FEATHER), k))
+                if i not in prepared:
+                    lm = track.landmarks[i]
+                    m = crop_transform(geo[i], "lower", CROP)
+                    blur_crop = cv2.warpAffine(mouth_blur(frame, [lm]), m, CROP, flags=cv2.INTER_AREA,
+                                               borderMode=cv2.BORDER_REPLICATE)
+                    kp = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
+                    if source != "photo":  # a photo's one frame is prepared once; video frames are not kept
+                        prepared.clear()
+                    prepared[i] = (m, generator_input(blur_crop, kp), lip_hull(kp, PASTE_GROW, PASTE_FEATHER))
+                m, x, mask = prepared[i]
+                items.append((frame, m, x, mask, k))
             todo = [it for it in items if it[1] is not None]
             timings["preprocessing"] += time.perf_counter() - t
             crops = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from media.face import NoFaceError
-from media.features import SAMPLE_RATE, frame_to_mel, loudness_envelope
+from media.features import SAMPLE_RATE, loudness_envelope, loudness_per_frame
 from media.io import (
     MediaError,
     iter_video_frames,
@@ -124,9 +124,7 @@ def baseline_offset(mouth_opening: np.ndarray, audio: np.ndarray, fps: float, ma
         raise SyncCheckError("too few frames with a face for the baseline")
     t = np.arange(len(opening))
     opening = np.interp(t, t[ok], opening[ok])
-    env = 10.0 ** (loudness_envelope(audio, SAMPLE_RATE).astype(np.float64) / 20.0)
-    bounds = np.clip(frame_to_mel(np.arange(len(opening) + 1), fps), 0, len(env) - 1)
-    loud = np.array([env[a:b + 1].mean() for a, b in zip(bounds[:-1], bounds[1:])])
+    loud = loudness_per_frame(audio, len(opening), fps)
     opening, loud = np.diff(opening, prepend=opening[0]), np.diff(loud, prepend=loud[0])
     opening = (opening - opening.mean()) / (opening.std() + 1e-9)
     loud = (loud - loud.mean()) / (loud.std() + 1e-9)
