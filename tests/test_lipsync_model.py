@@ -123,7 +123,7 @@ def test_training_steps_lower_the_losses(clip):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
     # stage B: reconstruction of one fixed batch, with the sync loss of the bundled discriminator in the graph
     syncnet = SyncNet.from_pretrained().eval()
