@@ -50,6 +50,8 @@ class LipSyncConfig:
     mfcc_frames: int = 16  # 0.2 s at 80 feature frames per second
     feat_dim: int = 256
     width: int = 24  # channels of the first generator layer (the bundled file must stay under 10 MB)
+    neutral_keypoints: bool = False  # the keypoint map shows the clip's mean lip shape at the frame's lip position
+    mean_lip_shape: list | None = None  # (40, 2) crop pixels: the training clips' average lip shape (for photos)
 
 
 def _conv(cin, cout, k=3, s=1, p=1, norm=True):
@@ -266,6 +268,15 @@ def generator_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
     blur = blur_crop.astype(np.float32) / 255.0
     return np.concatenate([blur.transpose(2, 0, 1), gradient_map(blur_crop)[None],
                            keypoint_map(keypoints, (blur_crop.shape[1], blur_crop.shape[0]))[None]]).astype(np.float32)
+
+
+def keypoints_for_input(keypoints: np.ndarray, mean_shape: np.ndarray | None) -> np.ndarray:
+    """The keypoints drawn into the generator's input: the frame's own, or, with ``mean_shape`` (the clip's
+    mean lip keypoints), that mean shape moved to the frame's lip centroid, so the map says where the
+    mouth is but not how open it is."""
+    if mean_shape is None:
+        return keypoints
+    return mean_shape - np.nanmean(mean_shape, axis=0) + np.nanmean(keypoints, axis=0)
 
 
 def mfcc_windows(mfcc_norm: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:

@@ -41,6 +41,7 @@ from models.lipsync import (
     DEFAULT_WEIGHTS,
     LipSyncNet,
     generator_input,
+    keypoints_for_input,
     lip_hull,
     mfcc_windows,
     normalize_mfcc,
@@ -256,6 +257,17 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     silent = len(loud) == 0 or float(np.percentile(loud, 95)) < SILENCE_DBFS
     windows = mfcc_windows(normalize_mfcc(mfcc(speech, SAMPLE_RATE)), np.arange(n_out), fps)
     geo = track.geometry(smooth=1 if source == "photo" else 9)
+    mean_shape = None
+    if model.config.neutral_keypoints:
+        if source == "photo" and model.config.mean_lip_shape is not None:
+            # one frame has no mean of its own: the training clips' average shape, at the photo's lips
+            mean_shape = np.asarray(model.config.mean_lip_shape, dtype=np.float32)
+        else:  # the clip's mean lip shape in crop pixels, from the landmarks alone
+            shapes = []
+            for i in np.flatnonzero(track.found):
+                m = crop_transform(geo[i], "lower", CROP)
+                shapes.append(track.landmarks[i, LIPS, :2] @ m[:, :2].T + m[:, 2])
+            mean_shape = np.mean(shapes, axis=0)
     frames = (image for _ in range(n_out)) if source == "photo" else _source_frames(face, order, fps)
     face_frames = 0
     prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask)
@@ -281,7 +293,8 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
                     kp = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
                     if source != "photo":  # a photo's one frame is prepared once; video frames are not kept
                         prepared.clear()
-                    prepared[i] = (m, generator_input(blur_crop, kp), lip_hull(kp, PASTE_GROW, PASTE_FEATHER))
+                    x = generator_input(blur_crop, keypoints_for_input(kp, mean_shape))
+                    prepared[i] = (m, x, lip_hull(kp, PASTE_GROW, PASTE_FEATHER))
                 m, x, mask = prepared[i]
                 items.append((frame, m, x, mask, k))
             todo = [it for it in items if it[1] is not None]

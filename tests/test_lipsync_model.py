@@ -138,6 +138,20 @@ def test_training_steps_lower_the_losses(clip):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        recon.append(float(r))
+        recon.append(r.item())
     assert recon[-1] < 0.75 * recon[0]
     assert torch.isfinite(cos).all() and cos.shape == (2,)
+
+
+def test_neutral_keypoints_keep_position_not_shape(clip):
+    from models.lipsync import keypoints_for_input
+
+    f = np.flatnonzero(clip["found"])
+    opening = clip["opening"][f]
+    wide = clip["keypoints"][f[np.nanargmax(opening)]]
+    closed = clip["keypoints"][f[np.nanargmin(opening)]]
+    mean = np.nanmean(clip["keypoints"][f], axis=0)
+    a, b = keypoints_for_input(wide, mean), keypoints_for_input(closed, mean)
+    assert np.allclose(a.mean(0), wide.mean(0), atol=1e-3)  # where the mouth is: the frame's
+    assert np.allclose(a - a.mean(0), b - b.mean(0), atol=1e-3)  # how open: the same neutral shape for both
+    assert keypoints_for_input(wide, None) is wide

@@ -65,6 +65,7 @@ from models.lipsync import (
     LipSyncConfig,
     LipSyncNet,
     generator_input,
+    keypoints_for_input,
     lip_hull,
     mfcc_windows,
     normalize_mfcc,
@@ -159,6 +160,11 @@ def finish_clip(name: str, source: str, data: dict) -> dict:
     return clip
 
 
+def mean_lip_shape(clips: list[dict]) -> list:
+    """(40, 2) crop pixels: the average over clips of each clip's mean lip keypoints (a photo's neutral shape)."""
+    return np.round(np.mean([c["kp_mean"] for c in clips], axis=0), 3).tolist()
+
+
 def to_sync_gray(crops: torch.Tensor) -> torch.Tensor:
     """(B, 3, 64, 128) RGB in [0, 1] -> (B, 48, 96) grey in [0, 1], the sync discriminator's crop (differentiable)."""
     g = (crops * GRAY.to(crops)).sum(1, keepdim=True)
@@ -194,11 +200,13 @@ def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(len(frames), 4 * group, CROP[1], CROP[0]))
 
 
-def reference_input(clip: dict, frame: int, ref: int) -> np.ndarray:
-    """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop."""
+def reference_input(clip: dict, frame: int, ref: int, neutral_keypoints: bool = False) -> np.ndarray:
+    """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop
+    (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there)."""
     area = np.maximum(lip_hull(clip["keypoints"][frame], 0.25), lip_hull(clip["keypoints"][ref], 0.25))[..., None]
     blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
-    return generator_input(np.round(blur * 255).astype(np.uint8), clip["keypoints"][ref])
+    kp = keypoints_for_input(clip["keypoints"][ref], clip["kp_mean"] if neutral_keypoints else None)
+    return generator_input(np.round(blur * 255).astype(np.uint8), kp)
 
 
 def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change: float) -> int:
@@ -213,7 +221,8 @@ def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change:
 
 
 class Sampler:
-    def __init__(self, clips: list[dict], rng: np.random.Generator):
+    def __init__(self, clips: list[dict], rng: np.random.Generator, neutral_keypoints: bool = False):
+        self.neutral_keypoints = neutral_keypoints
         self.clips = [c for c in clips if len(c["starts"])]
         if not self.clips:
             raise ValueError("no usable training window (clips too short or without a face)")
@@ -245,7 +254,7 @@ class Sampler:
             frames = clip["vidx"][s]
             for f in frames:
                 r = pick_reference(clip, int(f), self.rng, min_change)
-                ref_in.append(reference_input(clip, int(f), r))
+                ref_in.append(reference_input(clip, int(f), r, self.neutral_keypoints))
                 weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
             audio.append(mfcc_window(clip, frames))
             real.append(clip["real"][frames])
@@ -268,7 +277,7 @@ class Sampler:
             opening = clip["opening"][found]
             f = int(self.rng.choice(found[opening <= np.percentile(opening, 10)]))
             r = pick_reference(clip, f, self.rng, min_change)
-            ref_in.append(reference_input(clip, f, r))
+            ref_in.append(reference_input(clip, f, r, self.neutral_keypoints))
             real.append(clip["real"][f])
             weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
         audio = np.repeat(np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2), n, axis=0)
@@ -434,9 +443,9 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
             g_opt.step()
             for p in model.discriminator.parameters():
                 p.requires_grad_(True)
-            log.append({"stage": "B", "epoch": epoch, "step": step, "recon": float(recon), "gan": float(gan),
-                        "sync": float(sync), "sync_cos": float(cos.mean()), "d_loss": float(d_loss)})
-            bar.set_postfix(recon=f"{float(recon):.3f}", sync=f"{float(cos.mean()):.2f}", d=f"{float(d_loss):.2f}")
+            log.append({"stage": "B", "epoch": epoch, "step": step, "recon": recon.item(), "gan": gan.item(),
+                        "sync": sync.item(), "sync_cos": cos.mean().item(), "d_loss": d_loss.item()})
+            bar.set_postfix(recon=f"{recon.item():.3f}", sync=f"{cos.mean().item():.2f}", d=f"{d_loss.item():.2f}")
         row = {"epoch": epoch + 1, **{k: float(np.mean([r[k] for r in log if r.get("epoch") == epoch and r["stage"] == "B"]))
                                       for k in ("recon", "gan", "sync", "sync_cos", "d_loss")}}
         if held is not None:
@@ -498,6 +507,8 @@ def main(argv=None) -> int:
                     help="reference mouth opening must differ from the target's by this much (of the eye-mouth distance)")
     ap.add_argument("--silence-frames", type=int, default=4,
                     help="stage B: closed-mouth frames paired with silence added to each step")
+    ap.add_argument("--neutral-keypoints", action="store_true",
+                    help="draw the clip's mean lip shape (at the frame's lip position) instead of the frame's keypoints")
     ap.add_argument("--max-clips", type=int, default=None)
     ap.add_argument("--resume", type=Path, default=None,
                     help="a checkpoint folder of an earlier run (e.g. OUT/epoch3): skip stage A, go on with stage B")
@@ -513,9 +524,12 @@ def main(argv=None) -> int:
         print("error: no training clip left after holding out " + ", ".join(args.holdout_source), file=sys.stderr)
         return 2
     print(f"training on {len(train_clips)} clips, holding out {len(held_clips)} ({args.holdout_source})")
-    train = Sampler(train_clips, rng)
-    held = Sampler(held_clips, np.random.default_rng(args.seed + 1)) if held_clips else None
     model = (LipSyncNet.from_pretrained(args.resume) if args.resume else LipSyncNet(LipSyncConfig())).to(args.device)
+    if args.neutral_keypoints:
+        model.config.neutral_keypoints = True
+        model.config.mean_lip_shape = mean_lip_shape(train_clips)
+    train = Sampler(train_clips, rng, model.config.neutral_keypoints)
+    held = Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints) if held_clips else None
     syncnet = SyncNet.from_pretrained(args.syncnet).to(args.device).eval()
     log: list = []
     report = {"args": {k: str(v) for k, v in vars(args).items()},
