@@ -38,8 +38,8 @@ from pipelines.sync_check import load_model as load_syncnet
 NOSE_TIP = 1
 
 
-def opening_loudness_corr(video: Path, audio: np.ndarray) -> float:
-    track, fps = track_video(video)
+def opening_loudness_corr(track, fps: float, audio: np.ndarray) -> float:
+    """Correlation of a tracked face's inner-lip gap (over face height) with the audio's loudness, per frame."""
     o = track.lip_gap_ratio()
     loud = loudness_per_frame(audio, len(o), fps)
     ok = np.isfinite(o)
@@ -48,9 +48,8 @@ def opening_loudness_corr(video: Path, audio: np.ndarray) -> float:
     return float(np.corrcoef(o[ok], loud[ok])[0, 1])
 
 
-def psnr_above_nose(source: Path, output: Path, order: np.ndarray) -> float:
-    """PSNR over the rows above the nose tip, output frame k against source frame order[k]."""
-    track, _ = track_video(source)
+def psnr_above_nose(source: Path, track, output: Path, order: np.ndarray) -> float:
+    """PSNR over the rows above the nose tip (``track``: the source's), output frame k against source frame order[k]."""
     src = {i: f for i, _, f in iter_video_frames(source)}
     errs = []
     for k, _, out in iter_video_frames(output):
@@ -82,6 +81,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        silent_wav = tmp / "silence.wav"  # 5 s of digital silence, the same for every face
+        write_audio(silent_wav, np.zeros(int(5 * SAMPLE_RATE), np.float32), SAMPLE_RATE)
         for i, face in enumerate(tqdm(clips, desc="held-out faces", unit="clip")):
             driver = clips[(i + 1) % len(clips)]
             speech = read_audio(driver, sr=SAMPLE_RATE)
@@ -93,18 +94,17 @@ def main(argv=None) -> int:
             order = np.arange(result.n_frames) if result.n_frames <= n_src else ls.pingpong_index(np.arange(result.n_frames), n_src)
             sync = check_sync(out, syncnet)
             real = check_sync(face, syncnet)
-            silent_wav = tmp / "silence.wav"
-            write_audio(silent_wav, np.zeros(int(5 * SAMPLE_RATE), np.float32), SAMPLE_RATE)
             silent_out = tmp / f"{face.stem}_silent.mp4"
             ls.lipsync(face, silent_wav, silent_out, model)
             silent_track, _ = track_video(silent_out)
-            real_track, _ = track_video(face)
+            real_track, fps = track_video(face)  # the input's face, tracked once for every figure below
+            out_track, out_fps = track_video(out)
             row = {"face": face.name, "driver": driver.name, "extension": result.extension,
                    "offset_frames": sync.offset_frames, "confidence": sync.confidence,
                    "real_offset_frames": real.offset_frames, "real_confidence": real.confidence,
-                   "opening_loudness_corr": opening_loudness_corr(out, speech),
-                   "real_opening_loudness_corr": opening_loudness_corr(face, read_audio(face, sr=SAMPLE_RATE)),
-                   "psnr_above_nose_db": psnr_above_nose(face, out, order),
+                   "opening_loudness_corr": opening_loudness_corr(out_track, out_fps, speech),
+                   "real_opening_loudness_corr": opening_loudness_corr(real_track, fps, read_audio(face, sr=SAMPLE_RATE)),
+                   "psnr_above_nose_db": psnr_above_nose(face, real_track, out, order),
                    "silent_gap_p90": float(np.nanpercentile(silent_track.lip_gap_ratio(), 90)),
                    "real_gap_p90": float(np.nanpercentile(real_track.lip_gap_ratio(), 90))}
             tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))

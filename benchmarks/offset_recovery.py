@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from media.features import SAMPLE_RATE, log_mel
 from media.io import mux_audio, read_audio
-from models.syncnet import DEFAULT_WEIGHTS, SyncNet, embed_video_windows, normalize_mel, prepare_clip, sync_score
+from models.syncnet import (
+    DEFAULT_WEIGHTS,
+    SyncNet,
+    embed_video_windows,
+    normalize_mel,
+    prepare_clip,
+    sync_score,
+)
 from pipelines.sync_check import SyncCheckError, baseline_offset
 from training.train_syncnet import shift_recovery
 

@@ -23,7 +23,14 @@ from tqdm import tqdm
 from media.face import NoFaceError
 from media.features import SAMPLE_RATE, log_mel
 from media.io import MediaError
-from models.syncnet import DEFAULT_WEIGHTS, SyncNet, embed_video_windows, normalize_mel, prepare_clip, sync_score
+from models.syncnet import (
+    DEFAULT_WEIGHTS,
+    SyncNet,
+    embed_video_windows,
+    normalize_mel,
+    prepare_clip,
+    sync_score,
+)
 from pipelines.sync_check import SyncCheckError, baseline_offset
 
 

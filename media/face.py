@@ -87,10 +87,15 @@ class FaceTrack:
         geo = _interpolate_missing(geo, self.found)
         return _moving_average(geo, smooth)
 
+    def lip_gap(self) -> np.ndarray:
+        """(N,) distance between the inner lips in pixels, NaN where not found."""
+        lm = self.landmarks[..., :2]
+        return np.linalg.norm(lm[:, UPPER_LIP_INNER] - lm[:, LOWER_LIP_INNER], axis=1)
+
     def lip_gap_ratio(self) -> np.ndarray:
         """(N,) inner-lip gap over the face's height (landmark extent), NaN where not found."""
         lm = self.landmarks
-        gap = np.linalg.norm(lm[:, UPPER_LIP_INNER, :2] - lm[:, LOWER_LIP_INNER, :2], axis=1)
+        gap = self.lip_gap()
         with np.errstate(all="ignore"):
             height = np.nanmax(lm[..., 1], axis=1) - np.nanmin(lm[..., 1], axis=1)
         return gap / np.maximum(height, 1e-6)
@@ -98,7 +103,7 @@ class FaceTrack:
     def mouth_opening(self) -> np.ndarray:
         """(N,) inner-lip gap divided by the eye-to-mouth distance (NaN where not found)."""
         lm = self.landmarks[..., :2]
-        gap = np.linalg.norm(lm[:, UPPER_LIP_INNER] - lm[:, LOWER_LIP_INNER], axis=1)
+        gap = self.lip_gap()
         eye_c = lm[:, LEFT_EYE + RIGHT_EYE].mean(axis=1)
         mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER]].mean(axis=1)
         return gap / np.maximum(np.linalg.norm(mouth_c - eye_c, axis=1), 1e-6)

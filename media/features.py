@@ -64,6 +64,14 @@ def loudness_envelope(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     return (20.0 * np.log10(np.maximum(rms, 1e-5))).astype(np.float32)
 
 
+SILENCE_DBFS = -50.0  # a track whose loud frames (95th percentile) stay below this is silent
+
+
+def is_silent(audio: np.ndarray, sr: int = SAMPLE_RATE) -> bool:
+    """True when even the loud frames of ``audio`` stay below SILENCE_DBFS."""
+    return len(audio) == 0 or float(np.percentile(loudness_envelope(audio, sr), 95)) < SILENCE_DBFS
+
+
 def loudness_per_frame(audio: np.ndarray, n_frames: int, fps: float, sr: int = SAMPLE_RATE) -> np.ndarray:
     """(n_frames,) linear RMS loudness averaged over each video frame's interval (frames past the audio: its last value)."""
     env = 10.0 ** (loudness_envelope(audio, sr).astype(np.float64) / 20.0)

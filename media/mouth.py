@@ -158,6 +158,20 @@ def _odd(n: float) -> int:
     return n if n % 2 else n + 1
 
 
+def hull_mask(points: np.ndarray, shape: tuple[int, int], grow_px: float | None = None) -> np.ndarray:
+    """(h, w) uint8 0/1: the convex hull of ``points`` (pixels), widened by an elliptical dilation of
+    ``grow_px`` (rounded up to an odd size of at least 3) unless None; all zeros when a point is missing."""
+    mask = np.zeros(shape, np.uint8)
+    pts = np.asarray(points, dtype=np.float64)
+    if len(pts) < 3 or not np.isfinite(pts).all():
+        return mask
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
+    if grow_px is not None:
+        k = _odd(grow_px)
+        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return mask
+
+
 def mouth_region_mask(patch: np.ndarray, region: FaceRegion, outer_lips: np.ndarray | None = None) -> np.ndarray:
     """The mouth region of a lower-face patch: the convex hull of the lip pixels near the mouth (uint8 0/1).
 
@@ -171,18 +185,14 @@ def mouth_region_mask(patch: np.ndarray, region: FaceRegion, outer_lips: np.ndar
     keep = np.zeros_like(lips)
     mesh = None
     if outer_lips is not None:
-        mesh = np.zeros_like(lips)
-        cv2.fillConvexPoly(mesh, cv2.convexHull(np.round(outer_lips).astype(np.int32)), 1)
-        k = _odd(MOUTH_MARGIN * region.d)
-        keep = cv2.dilate(mesh, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        mesh = hull_mask(outer_lips, lips.shape)
+        keep = hull_mask(outer_lips, lips.shape, MOUTH_MARGIN * region.d)
     else:
         cv2.ellipse(keep, tuple(int(v) for v in region.mouth), (int(0.75 * region.d), int(0.45 * region.d)),
                     0, 0, 360, 1, -1)
     lips &= keep
-    mask = np.zeros_like(lips)
     pts = cv2.findNonZero(lips)
-    if pts is not None and len(pts) >= 3:
-        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1)
+    mask = hull_mask(pts.reshape(-1, 2) if pts is not None else np.zeros((0, 2)), lips.shape)
     if mesh is not None and (mask & mesh).sum() < MIN_HUE_COVER * mesh.sum():  # no colour cue (grey picture, odd light)
         mask = mesh
     return mask
@@ -234,6 +244,13 @@ def mouth_blur(frame: np.ndarray, faces: list[np.ndarray]) -> np.ndarray:
             if fx1 > fx0 and fy1 > fy0:
                 out[fy0:fy1, fx0:fx1] = blurred[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
     return out
+
+
+def mouth_blur_crop(frame: np.ndarray, landmarks: np.ndarray, to_crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The mouth-blur image of one face, cut with the 2x3 affine ``to_crop`` (e.g. media.face.crop_transform)
+    to ``size`` (w, h)."""
+    return cv2.warpAffine(mouth_blur(frame, [landmarks]), to_crop, size, flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
 
 
 def gradient_map(image: np.ndarray) -> np.ndarray:

@@ -26,7 +26,6 @@ Subnetworks (spec step 4 and training):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -174,17 +173,10 @@ class LipSyncNet(nn.Module):
     # -- persistence (diffusers-style) ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None, with_discriminator: bool = False) -> None:
         """config.json + model.safetensors; the discriminator is left out unless asked (inference does not need it)."""
-        from safetensors.torch import save_file
+        from models.pretrained import save_folder
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": "lipsync", **asdict(self.config)}
-        if metadata:
-            config["training"] = metadata
-        (directory / "config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
-                 if with_discriminator or not k.startswith("discriminator.")}
-        save_file(state, str(directory / "model.safetensors"))
+        state = {k: v for k, v in self.state_dict().items() if with_discriminator or not k.startswith("discriminator.")}
+        save_folder(directory, "lipsync", asdict(self.config), state, metadata)
 
     @classmethod
     def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> LipSyncNet:
@@ -251,14 +243,11 @@ def lip_hull(points: np.ndarray, grow: float, feather: float = 2.0, size: tuple[
     ``grow`` d and feathered by a Gaussian of ``feather`` pixels. Zero when a point is missing."""
     import cv2
 
+    from media.mouth import hull_mask
+
     w, h = size
-    mask = np.zeros((h, w), np.uint8)
-    pts = np.asarray(points)[:20]
-    if np.isfinite(pts).all():
-        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(pts).astype(np.int32)), 1)
-        k = max(3, round(grow * D_PIXELS * w / CROP[0]) | 1)
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), feather) if feather > 0 else mask.astype(np.float32)
+    mask = hull_mask(np.asarray(points)[:20], (h, w), grow * D_PIXELS * w / CROP[0]).astype(np.float32)
+    return cv2.GaussianBlur(mask, (0, 0), feather) if feather > 0 else mask
 
 
 def generator_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:

@@ -21,3 +21,16 @@ def load_folder(dir_or_repo: str | Path, map_location: str = "cpu") -> tuple[Pat
 def config_fields(raw: dict, config_cls) -> dict:
     """The entries of a config.json that the dataclass ``config_cls`` knows."""
     return {k: v for k, v in raw.items() if k in config_cls.__dataclass_fields__}
+
+
+def save_folder(directory: str | Path, model_type: str, config: dict, state: dict, metadata: dict | None = None) -> None:
+    """Write ``config.json`` ({"model_type", **config, "training": metadata}) and ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": model_type, **config}
+    if metadata:
+        config["training"] = metadata
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / "model.safetensors"))

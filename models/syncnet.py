@@ -21,7 +21,6 @@ for the offset search are Euclidean distances between the normalised embeddings 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -125,16 +124,9 @@ class SyncNet(nn.Module):
 
     # -- persistence (diffusers-style) ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> None:
-        from safetensors.torch import save_file
+        from models.pretrained import save_folder
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"model_type": "syncnet", **asdict(self.config)}
-        if metadata:
-            config["training"] = metadata
-        (directory / "config.json").write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
+        save_folder(directory, "syncnet", asdict(self.config), self.state_dict(), metadata)
 
     @classmethod
     def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> "SyncNet":

@@ -28,14 +28,16 @@ import torch
 from media.face import (
     LIPS,
     FaceTrack,
+    FaceTracker,
     NoFaceError,
+    crop_landmarks,
     crop_transform,
     face_in_image,
     track_video,
 )
-from media.features import SAMPLE_RATE, loudness_envelope, mfcc
+from media.features import SAMPLE_RATE, is_silent, mfcc
 from media.io import MediaError, iter_video_frames, probe, read_audio, write_video
-from media.mouth import gradient_map, mouth_blur, mouth_keypoints
+from media.mouth import gradient_map, mouth_blur, mouth_blur_crop, mouth_keypoints
 from models.lipsync import (
     CROP,
     DEFAULT_WEIGHTS,
@@ -59,7 +61,6 @@ OUTPUT_SR = 48000  # the speech is written at this rate (features use 16 kHz)
 PASTE_GROW = 0.35  # the pasted area: the lip hull widened by this many d, feathered
 PASTE_FEATHER = 4.0
 BATCH = 16
-SILENCE_DBFS = -50.0
 
 
 
@@ -253,21 +254,18 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
         np.arange(n_out) if n_out <= n_src else pingpong_index(np.arange(n_out), n_src))
     extension = "held" if source == "photo" else ("as is" if n_out == n_total else "cut" if n_out < n_total else "ping-pong")
 
-    loud = loudness_envelope(speech, SAMPLE_RATE)
-    silent = len(loud) == 0 or float(np.percentile(loud, 95)) < SILENCE_DBFS
+    silent = is_silent(speech, SAMPLE_RATE)
     windows = mfcc_windows(normalize_mfcc(mfcc(speech, SAMPLE_RATE)), np.arange(n_out), fps)
-    geo = track.geometry(smooth=1 if source == "photo" else 9)
+    smooth = 1 if source == "photo" else 9
+    geo = track.geometry(smooth=smooth)
+    keypoints = crop_landmarks(track, LIPS, "lower", CROP, smooth=smooth)  # (N, 40, 2) crop pixels, NaN without a face
     mean_shape = None
     if model.config.neutral_keypoints:
         if source == "photo" and model.config.mean_lip_shape is not None:
             # one frame has no mean of its own: the training clips' average shape, at the photo's lips
             mean_shape = np.asarray(model.config.mean_lip_shape, dtype=np.float32)
-        else:  # the clip's mean lip shape in crop pixels, from the landmarks alone
-            shapes = []
-            for i in np.flatnonzero(track.found):
-                m = crop_transform(geo[i], "lower", CROP)
-                shapes.append(track.landmarks[i, LIPS, :2] @ m[:, :2].T + m[:, 2])
-            mean_shape = np.mean(shapes, axis=0)
+        else:  # the clip's mean lip shape
+            mean_shape = np.mean(keypoints[track.found], axis=0)
     frames = (image for _ in range(n_out)) if source == "photo" else _source_frames(face, order, fps)
     face_frames = 0
     prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask)
@@ -286,11 +284,9 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
                     items.append((frame, None, None, None, k))
                     continue
                 if i not in prepared:
-                    lm = track.landmarks[i]
                     m = crop_transform(geo[i], "lower", CROP)
-                    blur_crop = cv2.warpAffine(mouth_blur(frame, [lm]), m, CROP, flags=cv2.INTER_AREA,
-                                               borderMode=cv2.BORDER_REPLICATE)
-                    kp = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
+                    blur_crop = mouth_blur_crop(frame, track.landmarks[i], m, CROP)
+                    kp = keypoints[i]
                     if source != "photo":  # a photo's one frame is prepared once; video frames are not kept
                         prepared.clear()
                     x = generator_input(blur_crop, keypoints_for_input(kp, mean_shape))
@@ -353,15 +349,16 @@ def preview(face, frame_index: int = 0) -> dict:
     else:
         frame, landmarks = None, []
         try:
-            for i, _, f in iter_video_frames(face):
-                if i < frame_index:
-                    continue
-                landmarks = face_in_image(f, all_faces=True)
-                if landmarks:
-                    frame = f
-                    break
-                if i > frame_index + 250:
-                    break
+            with FaceTracker(static=True) as tracker:  # one tracker for every frame tried
+                for i, _, f in iter_video_frames(face):
+                    if i < frame_index:
+                        continue
+                    landmarks = tracker.detect(f)
+                    if landmarks:
+                        frame = f
+                        break
+                    if i > frame_index + 250:
+                        break
         except MediaError as err:
             raise LipSyncError(f"the face video could not be read: {err}") from err
     if frame is None or not landmarks:

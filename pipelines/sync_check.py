@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from media.face import NoFaceError
-from media.features import SAMPLE_RATE, loudness_envelope, loudness_per_frame
+from media.features import SAMPLE_RATE, is_silent, loudness_per_frame
 from media.io import (
     MediaError,
     iter_video_frames,
@@ -50,7 +50,6 @@ MAX_SHIFT_SECONDS = MAX_SHIFT / VIDEO_FPS  # the same +/-0.6 s at any frame rate
 # Below this confidence the minimum of the curve is not trusted (no fix is written). Measured with the
 # bundled model: 16 of 18 real held-out clips score above it, 5 of 18 faces given another clip's audio do.
 MIN_CONFIDENCE = 0.05
-SILENCE_DBFS = -50.0  # a track whose loud frames (95th percentile) stay below this is silent
 
 
 
@@ -101,11 +100,6 @@ class SyncResult:
 def load_model(dir_or_repo: str = str(DEFAULT_WEIGHTS)) -> SyncNet:
     """The model, loaded once per process (bundled weights unless a folder or Hub repo id is given)."""
     return load_pretrained(SyncNet, str(dir_or_repo), SyncCheckError, "sync model")
-
-
-def is_silent(audio: np.ndarray) -> bool:
-    """True when even the loud frames of ``audio`` (16 kHz) stay below SILENCE_DBFS."""
-    return len(audio) == 0 or float(np.percentile(loudness_envelope(audio, SAMPLE_RATE), 95)) < SILENCE_DBFS
 
 
 def baseline_offset(mouth_opening: np.ndarray, audio: np.ndarray, fps: float, max_shift: int = MAX_SHIFT) -> int:

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from media.face import LIPS, crop_transform, track_video
+from media.face import LIPS, crop_landmarks, crop_transform, track_video
 from media.features import (
     SAMPLE_RATE,
     SYNC_MEL_FRAMES,
@@ -58,7 +58,7 @@ from media.features import (
     mfcc,
 )
 from media.io import iter_video_frames, read_audio
-from media.mouth import gradient_map, mouth_blur
+from media.mouth import gradient_map, mouth_blur_crop
 from models.lipsync import (
     CROP,
     D_PIXELS,
@@ -100,18 +100,13 @@ def prepare_clip(video_path, audio=None, progress=None) -> dict:
     grad = np.zeros((n, CROP[1], CROP[0]), np.uint8)
     keypoints = np.full((n, len(LIPS), 2), np.nan, np.float32)
     if geo is not None:
+        keypoints = crop_landmarks(track, LIPS, "lower", CROP)
         for i, _, frame in iter_video_frames(video_path):
             if i >= n:
                 break
             m = crop_transform(geo[i], "lower", CROP)
             real[i] = cv2.warpAffine(frame, m, CROP, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-            if track.found[i]:
-                lm = track.landmarks[i]
-                b = cv2.warpAffine(mouth_blur(frame, [lm]), m, CROP, flags=cv2.INTER_AREA,
-                                   borderMode=cv2.BORDER_REPLICATE)
-                keypoints[i] = lm[LIPS, :2] @ m[:, :2].T + m[:, 2]
-            else:
-                b = real[i]
+            b = mouth_blur_crop(frame, track.landmarks[i], m, CROP) if track.found[i] else real[i]
             blur[i] = b
             grad[i] = np.round(gradient_map(b) * 255).astype(np.uint8)
     return {"real": real, "blur": blur, "grad": grad, "keypoints": keypoints, "found": track.found,

@@ -44,11 +44,32 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from media.features import MEL_FPS, SAMPLE_RATE, SYNC_MEL_FRAMES, frame_to_mel, log_mel, mel_windows
+from media.features import (
+    MEL_FPS,
+    SAMPLE_RATE,
+    SYNC_MEL_FRAMES,
+    frame_to_mel,
+    log_mel,
+    mel_windows,
+)
 from media.io import shift_audio
-from models.syncnet import (MEL_FLOOR, N_LIP_POINTS, VIDEO_FPS, SyncInputs, SyncNet, SyncNetConfig,
-                            embed_audio_windows, embed_video_windows, face_deviation, normalize_mel, offset_search,
-                            prepare_clip, sync_score, valid_windows, video_window_indices)
+from models.syncnet import (
+    MEL_FLOOR,
+    N_LIP_POINTS,
+    VIDEO_FPS,
+    SyncInputs,
+    SyncNet,
+    SyncNetConfig,
+    embed_audio_windows,
+    embed_video_windows,
+    face_deviation,
+    normalize_mel,
+    offset_search,
+    prepare_clip,
+    sync_score,
+    valid_windows,
+    video_window_indices,
+)
 
 EVAL_SHIFTS = (-8, -4, 0, 4, 8)
 
