@@ -3,8 +3,9 @@
     python app.py            # http://localhost:7860
 
 Environment: AVSTUDIO_MAX_SECONDS (longest accepted clip, default 120 s), AVSTUDIO_MAX_UPLOAD_MB
-(largest upload, default 200 MB), AVSTUDIO_SYNCNET and AVSTUDIO_LIPSYNC (model folder or Hub repo id of the
-Sync check's discriminator and of the lip-sync network).
+(largest upload, default 200 MB), AVSTUDIO_SYNCNET, AVSTUDIO_LIPSYNC, AVSTUDIO_AUDIO_ENCODER and
+AVSTUDIO_FACE_CONTROLS (model folder or Hub repo id of the Sync check's discriminator, the lip-sync network,
+the music-face audio encoder and its expression control vectors).
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipelines import lipsync, sync_check
+from pipelines import lipsync, music_face, sync_check
 
 ROOT = Path(__file__).parent
 EXAMPLES = ROOT / "examples"
 MAX_UPLOAD_MB = float(os.environ.get("AVSTUDIO_MAX_UPLOAD_MB", 200))
 SYNCNET = os.environ.get("AVSTUDIO_SYNCNET", str(sync_check.DEFAULT_WEIGHTS))
 LIPSYNC = os.environ.get("AVSTUDIO_LIPSYNC", str(lipsync.DEFAULT_WEIGHTS))
+AUDIO_ENCODER = os.environ.get("AVSTUDIO_AUDIO_ENCODER", str(music_face.ENCODER_WEIGHTS))
+FACE_CONTROLS = os.environ.get("AVSTUDIO_FACE_CONTROLS", str(music_face.CONTROLS_WEIGHTS))
 OUTPUT_TTL_S = 3600  # outputs (ours and Gradio's cached copies) are deleted after an hour
 
 
@@ -131,6 +134,60 @@ def lipsync_tab() -> None:
     button.click(run_lipsync, [face, speech], [video, message, details], api_name="lipsync")
 
 
+def run_music_face(photo: str | None, music: str | None, expressions: list[str] | None, strength: float,
+                   fps: float, progress=gr.Progress()):
+    """Music to face tab: the photo's expression following the music, and the weight curve."""
+    if not photo:
+        raise gr.Error("Upload a face photo first.")
+    if not music:
+        raise gr.Error("Upload or record the music first.")
+    if not expressions:
+        raise gr.Error("Choose at least one expression.")
+    out = new_output_dir() / f"{Path(photo).stem}_music_face.mp4"
+    try:
+        result = music_face.music_face(photo, music, out, "+".join(expressions), float(strength), float(fps),
+                                       encoder=music_face.load_encoder(AUDIO_ENCODER),
+                                       controls=music_face.load_controls(FACE_CONTROLS),
+                                       progress=lambda f, msg: progress(f, desc=msg))
+    except ValueError as err:  # MusicFaceError and MediaError carry user-facing messages
+        raise gr.Error(str(err)) from None
+    for note in result.notes:
+        gr.Info(note)
+    summary = result.summary()
+    summary.pop("weights")  # shown as the plot; the API's JSON keeps them below
+    return result.out_path, music_face.plot_weights(result), result.message(), {**summary, "weights": result.weights}
+
+
+def music_face_tab() -> None:
+    gr.Markdown(
+        "A face photo and music: the face changes expression with the music (spec 03). An audio encoder turns "
+        "every 100 ms of the music into a weight between 0 (calm, soft) and 1 (tense, intense); the chosen "
+        "expressions, measured on real faces, are scaled by it and added to the mouth, eyes and brows of the "
+        "photo's face mesh, and the photo is warped to match. The face outline and everything around the face "
+        "stay as they are.")
+    with gr.Row():
+        with gr.Column():
+            photo = gr.Image(label="Face photo", type="filepath", sources=["upload", "webcam"])
+            music = gr.Audio(label="Music", sources=["upload", "microphone"], type="filepath")
+            expressions = gr.CheckboxGroup([("Smile", "smile"), ("Open mouth", "open_mouth"),
+                                            ("Raised brows", "raised_brows")], value=["smile", "open_mouth"],
+                                           label="Expression")
+            strength = gr.Slider(0.0, music_face.MAX_STRENGTH, value=1.0, step=0.1, label="Strength")
+            fps = gr.Slider(10, 60, value=music_face.DEFAULT_FPS, step=1, label="Frames per second")
+            button = gr.Button("Animate", variant="primary")
+        with gr.Column():
+            video = gr.Video(label="Result")
+            plot = gr.Plot(label="Weight over time")
+            message = gr.Markdown()
+            details = gr.JSON(label="Details")
+    photo_ex, music_ex = EXAMPLES / "lipsync_astronaut.jpg", EXAMPLES / "music_face_calm_to_intense.wav"
+    if photo_ex.is_file() and music_ex.is_file():
+        gr.Examples([[str(photo_ex), str(music_ex), ["smile", "open_mouth"], 1.0, 25]],
+                    inputs=[photo, music, expressions, strength, fps])
+    button.click(run_music_face, [photo, music, expressions, strength, fps], [video, plot, message, details],
+                 api_name="music_face")
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="AV Studio", delete_cache=(OUTPUT_TTL_S, OUTPUT_TTL_S)) as demo:
         gr.Markdown("# AV Studio\nAudio-visual generation and labelling, with real models that run on a laptop.")
@@ -138,6 +195,8 @@ def build_app() -> gr.Blocks:
             sync_tab()
         with gr.Tab("Lip sync"):
             lipsync_tab()
+        with gr.Tab("Music to face"):
+            music_face_tab()
     return demo
 
 

@@ -13,6 +13,11 @@ For the Lip sync tab, the portrait itself and a second sentence of espeak-ng spe
 
 * ``lipsync_astronaut.jpg`` and ``lipsync_speech.wav``.
 
+For the Music to face tab, music synthesised here (no recording is copied): six calm seconds of a soft
+sine chord, then six intense ones of kick drum, noise snare, a sawtooth bass and a bright lead, loud:
+
+* ``music_face_calm_to_intense.wav`` (the portrait above is its photo).
+
     pip install scikit-image && apt-get install espeak-ng
     python -m examples.make_examples
 """
@@ -81,6 +86,26 @@ def animate(photo: np.ndarray, lm: np.ndarray, openings: np.ndarray):
         yield (frame * shade[..., None]).astype(np.uint8)
 
 
+def calm_to_intense(sr: int = SAMPLE_RATE, seconds: float = 6.0, seed: int = 0) -> np.ndarray:
+    """Calm (a quiet, slowly swelling A-major sine chord) followed by intense (120 bpm drums, bass, lead)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    calm = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    calm *= 0.05 * (0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t - np.pi / 2))
+    beat = 0.5  # seconds per beat (120 bpm)
+    phase = t % beat
+    kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-phase * 30)) * phase) * np.exp(-phase * 12)
+    snare_phase = (t + beat) % (2 * beat)
+    snare = rng.standard_normal(len(t)) * np.exp(-snare_phase * 25) * (snare_phase < 0.2)
+    notes = np.array([110.0, 110.0, 130.8, 146.8])[(t // (2 * beat)).astype(int) % 4]
+    bass = 2 * ((t * notes) % 1.0) - 1
+    lead_f = np.array([880.0, 987.8, 1046.5, 1174.7, 1318.5, 1174.7, 1046.5, 987.8])[(t // (beat / 2)).astype(int) % 8]
+    lead = np.sign(np.sin(2 * np.pi * lead_f * t)) * np.exp(-(t % (beat / 2)) * 6)
+    intense = 0.5 * kick + 0.25 * snare + 0.2 * bass + 0.12 * lead
+    intense *= 0.9 / np.abs(intense).max()
+    return np.concatenate([calm, intense]).astype(np.float32)
+
+
 def main() -> int:
     try:
         from skimage.data import astronaut
@@ -102,6 +127,8 @@ def main() -> int:
     cv2.imwrite(str(HERE / "lipsync_astronaut.jpg"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     write_audio(HERE / "lipsync_speech.wav", speech(LIPSYNC_TEXT), SAMPLE_RATE)
     print("wrote lipsync_astronaut.jpg and lipsync_speech.wav")
+    write_audio(HERE / "music_face_calm_to_intense.wav", calm_to_intense(), SAMPLE_RATE)
+    print("wrote music_face_calm_to_intense.wav")
     return 0
 
 

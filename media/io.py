@@ -504,6 +504,20 @@ def shift_audio(audio: np.ndarray, sr: int, delay_s: float) -> np.ndarray:
     return out
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """(h, w, 3) RGB uint8 of a photo, upright as viewers show it (EXIF orientation applied)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
+    except (UnidentifiedImageError, OSError) as err:
+        raise MediaError(f"'{_name(path)}' is not a readable image: {err}") from err
+
+
 def write_audio(path: PathLike, audio: np.ndarray, sr: int) -> None:
     """Write ``audio`` (``(n,)`` or ``(channels, n)`` floats in [-1, 1]) as 16-bit PCM WAV."""
     audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)

@@ -31,6 +31,17 @@ def cli_progress(desc: str):
     return bar, progress
 
 
+def check_files(paths, error_cls: type[Exception]) -> None:
+    """Raise ``error_cls`` with a clear message for a path that does not exist or is empty."""
+    from pathlib import Path
+
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise error_cls(f"'{p.name}' does not exist")
+        if p.stat().st_size == 0:
+            raise error_cls(f"'{p.name}' is empty")
+
+
 @lru_cache(maxsize=8)
 def load_pretrained(model_cls, dir_or_repo: str, error_cls: type[Exception], what: str):
     """``model_cls.from_pretrained(dir_or_repo)``, once per process; any failure (missing folder, offline

@@ -36,7 +36,15 @@ from media.face import (
     track_video,
 )
 from media.features import SAMPLE_RATE, is_silent, mfcc
-from media.io import MediaError, iter_video_frames, probe, read_audio, write_video
+from media.io import (
+    IMAGE_SUFFIXES,
+    MediaError,
+    iter_video_frames,
+    probe,
+    read_audio,
+    read_image,
+    write_video,
+)
 from media.mouth import gradient_map, mouth_blur, mouth_blur_crop, mouth_keypoints
 from models.lipsync import (
     CROP,
@@ -50,12 +58,12 @@ from models.lipsync import (
 )
 from pipelines.common import (
     DEFAULT_MAX_SECONDS,
+    check_files,
     cli_error,
     cli_progress,
     load_pretrained,
 )
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 PHOTO_FPS = 25.0
 OUTPUT_SR = 48000  # the speech is written at this rate (features use 16 kHz)
 PASTE_GROW = 0.35  # the pasted area: the lip hull widened by this many d, feathered
@@ -109,13 +117,10 @@ def is_photo(path) -> bool:
 
 
 def load_photo(path) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
-        with Image.open(path) as img:  # upright as viewers show it (EXIF orientation applied)
-            return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
-    except (UnidentifiedImageError, OSError) as err:
-        raise LipSyncError(f"'{Path(path).name}' is not a readable image: {err}") from err
+        return read_image(path)
+    except MediaError as err:
+        raise LipSyncError(str(err)) from err
 
 
 def pingpong_index(k: np.ndarray, n: int) -> np.ndarray:
@@ -196,11 +201,7 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     say = progress or (lambda f, m: None)
     model = model or load_model()
     face, audio = Path(face), Path(audio)
-    for p in (face, audio):
-        if not p.is_file():
-            raise LipSyncError(f"'{p.name}' does not exist")
-        if p.stat().st_size == 0:
-            raise LipSyncError(f"'{p.name}' is empty")
+    check_files((face, audio), LipSyncError)
     say(0.0, "reading the speech")
     try:
         speech = read_audio(audio, sr=SAMPLE_RATE)

@@ -57,3 +57,34 @@ def test_lipsync_bad_input_through_the_api(client, media, tmp_path):
     path, phrase = bad["no_face"]
     with pytest.raises(Exception, match=phrase):
         client.predict(handle_file(str(path)), handle_file(str(bad["audio_only"][0])), api_name="/lipsync")
+
+
+def test_music_face_through_the_api(client):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    video, plot, message, details = client.predict(
+        handle_file(str(examples / "lipsync_astronaut.jpg")), handle_file(str(examples / "music_face_calm_to_intense.wav")),
+        ["smile", "open_mouth"], 1.0, 25, api_name="/music_face")
+    path = video["video"] if isinstance(video, dict) else video
+    info = probe(path)
+    assert path.endswith(".mp4") and info.has_audio and abs(info.n_frames - details["n_frames"]) <= 1
+    weights = details["weights"]
+    assert len(weights) == details["n_frames"] == 300 and plot is not None
+    # the example is six calm seconds, then six intense ones
+    assert sum(weights[150:]) / 150 > sum(weights[:150]) / 150 + 0.1
+
+
+def test_music_face_bad_input_through_the_api(client, tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    from media.io import write_audio
+
+    silent = tmp_path / "silent.wav"
+    write_audio(silent, np.zeros(32000, np.float32), 16000)
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with pytest.raises(Exception, match="silent"):
+        client.predict(handle_file(str(examples / "lipsync_astronaut.jpg")), handle_file(str(silent)),
+                       ["smile"], 1.0, 25, api_name="/music_face")

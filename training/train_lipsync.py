@@ -25,10 +25,13 @@
 
 **Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
 training the generator's input is the target frame's blur crop with the mouth area (both frames'
-lip hulls, widened by 0.25 d, feathered) taken from the blur crop of ANOTHER frame of the same
-clip whose mouth opening differs by at least ``--min-opening-change``; the keypoint map is that
-frame's too. The picture around the mouth is exact, so pose is free, but the mouth seen through
-the blur is the wrong one: the only way to the right mouth is the audio. At inference the input
+lip hulls, widened by ``--swap-grow`` d = 0.5 d, feathered) taken from the blur crop of ANOTHER
+frame of the same clip whose mouth opening differs by at least ``--min-opening-change``; the
+keypoint map is that frame's too. The picture around the mouth is exact, so pose is free, but the
+mouth seen through the blur is the wrong one: the only way to the right mouth is the audio. The
+swapped area reaches past what the pipeline pastes back (0.35 d): with 0.25 d (the first three
+runs) the target's own jaw and lip corners stayed in view and the generator learnt to read the
+opening from them, which at inference copies the original mouth. At inference the input
 frame's own mouth is just as wrong for new speech. Held-out metrics per epoch include the
 cross-audio sync (a held-out face driven by another held-out speaker) against the sync with the
 face's own, unheard audio: a copying model scores the latter higher.
@@ -82,6 +85,7 @@ from models.syncnet import (
 from models.syncnet import DEFAULT_WEIGHTS as SYNCNET_WEIGHTS
 from training.train_syncnet import _materialise
 
+SWAP_GROW = 0.5  # d: the mouth area swapped in from another frame; wider than the pipeline's PASTE_GROW (0.35 d, feathered)
 GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
@@ -195,10 +199,16 @@ def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(len(frames), 4 * group, CROP[1], CROP[0]))
 
 
-def reference_input(clip: dict, frame: int, ref: int, neutral_keypoints: bool = False) -> np.ndarray:
+def reference_input(clip: dict, frame: int, ref: int, neutral_keypoints: bool = False,
+                    swap_grow: float = SWAP_GROW) -> np.ndarray:
     """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop
-    (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there)."""
-    area = np.maximum(lip_hull(clip["keypoints"][frame], 0.25), lip_hull(clip["keypoints"][ref], 0.25))[..., None]
+    (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there).
+
+    The mouth area is the union of both frames' lip hulls widened by ``swap_grow`` d. It must reach
+    past what the pipeline pastes back (``PASTE_GROW``): whatever of ``frame`` is left around the lips
+    (the jaw, the chin, the lip corners) tells how open its mouth is, and a generator that reads it
+    copies the original mouth at inference instead of following the new speech."""
+    area = np.maximum(lip_hull(clip["keypoints"][frame], swap_grow), lip_hull(clip["keypoints"][ref], swap_grow))[..., None]
     blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
     kp = keypoints_for_input(clip["keypoints"][ref], clip["kp_mean"] if neutral_keypoints else None)
     return generator_input(np.round(blur * 255).astype(np.uint8), kp)
@@ -216,8 +226,10 @@ def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change:
 
 
 class Sampler:
-    def __init__(self, clips: list[dict], rng: np.random.Generator, neutral_keypoints: bool = False):
+    def __init__(self, clips: list[dict], rng: np.random.Generator, neutral_keypoints: bool = False,
+                 swap_grow: float = SWAP_GROW):
         self.neutral_keypoints = neutral_keypoints
+        self.swap_grow = swap_grow
         self.clips = [c for c in clips if len(c["starts"])]
         if not self.clips:
             raise ValueError("no usable training window (clips too short or without a face)")
@@ -249,7 +261,7 @@ class Sampler:
             frames = clip["vidx"][s]
             for f in frames:
                 r = pick_reference(clip, int(f), self.rng, min_change)
-                ref_in.append(reference_input(clip, int(f), r, self.neutral_keypoints))
+                ref_in.append(reference_input(clip, int(f), r, self.neutral_keypoints, self.swap_grow))
                 weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
             audio.append(mfcc_window(clip, frames))
             real.append(clip["real"][frames])
@@ -272,7 +284,7 @@ class Sampler:
             opening = clip["opening"][found]
             f = int(self.rng.choice(found[opening <= np.percentile(opening, 10)]))
             r = pick_reference(clip, f, self.rng, min_change)
-            ref_in.append(reference_input(clip, f, r, self.neutral_keypoints))
+            ref_in.append(reference_input(clip, f, r, self.neutral_keypoints, self.swap_grow))
             real.append(clip["real"][f])
             weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
         audio = np.repeat(np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2), n, axis=0)
@@ -502,6 +514,8 @@ def main(argv=None) -> int:
                     help="reference mouth opening must differ from the target's by this much (of the eye-mouth distance)")
     ap.add_argument("--silence-frames", type=int, default=4,
                     help="stage B: closed-mouth frames paired with silence added to each step")
+    ap.add_argument("--swap-grow", type=float, default=SWAP_GROW,
+                    help="the reference's mouth area (taken from another frame): both lip hulls widened by this many d")
     ap.add_argument("--neutral-keypoints", action="store_true",
                     help="draw the clip's mean lip shape (at the frame's lip position) instead of the frame's keypoints")
     ap.add_argument("--max-clips", type=int, default=None)
@@ -523,8 +537,9 @@ def main(argv=None) -> int:
     if args.neutral_keypoints:
         model.config.neutral_keypoints = True
         model.config.mean_lip_shape = mean_lip_shape(train_clips)
-    train = Sampler(train_clips, rng, model.config.neutral_keypoints)
-    held = Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints) if held_clips else None
+    train = Sampler(train_clips, rng, model.config.neutral_keypoints, args.swap_grow)
+    held = (Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints, args.swap_grow)
+            if held_clips else None)
     syncnet = SyncNet.from_pretrained(args.syncnet).to(args.device).eval()
     log: list = []
     report = {"args": {k: str(v) for k, v in vars(args).items()},

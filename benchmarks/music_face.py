@@ -1,0 +1,91 @@
+"""Speed of the music-face pipeline (issue 4 target: real-time factor <= 0.5 for a 512 x 512 photo at 25 fps).
+
+The whole pipeline (``pipelines.music_face.music_face``) runs on a 512 x 512 photo (the public-domain
+astronaut portrait) with ``--seconds`` of held-out music, ``--repeats`` times; the best run counts. Its
+parts are then timed on their own: audio features (MFCC + encoder + weights), the frames (mesh warp and
+mouth interior) and the encoding (H.264 + AAC), beside a baseline measured in the same run: encoding the
+unchanged photo for as many frames.
+
+    python -m benchmarks.music_face [--out benchmarks/results/music_face_speed.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+
+from media.io import read_audio, read_image, write_audio, write_video
+from models.audio_encoder import SAMPLE_RATE, frame_weights
+from pipelines import music_face as mf
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--media", type=Path, default=Path(os.environ.get("AVSTUDIO_MEDIA", "../shared/media")))
+    ap.add_argument("--photo", default="faces/skimage_astronaut.png")
+    ap.add_argument("--music", default="music/librosa_admiralbob77_-_Choice_-_Drum-bass.ogg")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/music_face_speed.json"))
+    args = ap.parse_args(argv)
+
+    encoder, controls = mf.load_encoder(), mf.load_controls()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        image = cv2.resize(read_image(args.media / args.photo), (512, 512), interpolation=cv2.INTER_AREA)
+        photo = tmp / "photo.png"
+        cv2.imwrite(str(photo), image[..., ::-1])
+        audio = read_audio(args.media / args.music, sr=SAMPLE_RATE, end=args.seconds)
+        wav = tmp / "music.wav"
+        write_audio(wav, audio, SAMPLE_RATE)
+        duration = len(audio) / SAMPLE_RATE
+
+        totals = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            result = mf.music_face(photo, wav, tmp / "out.mp4", "smile+open_mouth+raised_brows",
+                                   encoder=encoder, controls=controls)
+            totals.append(time.perf_counter() - t)
+        n = result.n_frames
+
+        def best(fn) -> float:
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return min(times)
+
+        landmarks, _ = mf.find_face(image)
+        mix = mf.parse_expression("smile+open_mouth+raised_brows")
+        weights = frame_weights(encoder, audio, mf.DEFAULT_FPS, SAMPLE_RATE, n)
+        frames: list = []
+        t_features = best(lambda: frame_weights(encoder, audio, mf.DEFAULT_FPS, SAMPLE_RATE, n))
+        t_frames = best(lambda: frames.__setitem__(slice(None), list(mf.animate(image, landmarks, weights, mix, controls))))
+        sound = read_audio(wav, sr=mf.OUTPUT_SR)
+        t_encode = best(lambda: write_video(tmp / "enc.mp4", iter(frames), mf.DEFAULT_FPS, audio=sound, sr=mf.OUTPUT_SR))
+        t_baseline = best(lambda: write_video(tmp / "still.mp4", (image for _ in range(n)), mf.DEFAULT_FPS,
+                                              audio=sound, sr=mf.OUTPUT_SR))
+    total = min(totals)
+    report = {
+        "photo": "512 x 512", "seconds": duration, "frames": n, "fps": mf.DEFAULT_FPS,
+        "total_s": total, "real_time_factor": total / duration,
+        "parts_s": {"audio_features": t_features, "frames": t_frames, "encoding": t_encode},
+        "baseline_still_encode_s": t_baseline,
+        "total_over_baseline": total / t_baseline,
+        "frames_over_baseline": t_frames / t_baseline,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Music-driven face (spec 03): audio features, the encoder, control vectors, the warp, the pipeline and its CLI."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from media.face import FaceTracker
+from media.io import probe, read_audio, read_image, write_audio
+from media.warp import MeshWarp
+from models.audio_encoder import (
+    DEFAULT_WEIGHTS,
+    SAMPLE_RATE,
+    AudioAutoencoder,
+    AudioEncoderConfig,
+    encoder_input,
+    frame_weights,
+    interpolate_points,
+    mfcc_points,
+)
+from models.face_controls import FACE_OVAL, ExpressionControls, detail_mask
+from pipelines import music_face as mf
+
+PHOTO = "faces/fnp_angelina_jolie.jpg"
+CALM = "music/smstools_cello-phrase.wav"  # held out of the encoder's training
+INTENSE = "music/librosa_admiralbob77_-_Choice_-_Drum-bass.ogg"  # held out too
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return mf.load_encoder()
+
+
+@pytest.fixture(scope="module")
+def controls():
+    return mf.load_controls()
+
+
+@pytest.fixture(scope="module")
+def photo(media):
+    image = read_image(media / PHOTO)
+    s = 480 / max(image.shape[:2])
+    return cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def landmarks(photo):
+    return mf.find_face(photo)[0]
+
+
+def test_mfcc_points_every_100_ms_and_square_input(media):
+    audio = read_audio(media / CALM, sr=SAMPLE_RATE)
+    m = mfcc_points(audio)
+    assert m.shape == (13, len(audio) // 1600)
+    x = encoder_input(m, AudioEncoderConfig(mfcc_low=list(m.min(1)), mfcc_high=list(m.max(1))))
+    assert x.shape == (int(np.ceil(m.shape[1] / 16)), 3, 16, 16)
+    assert x.min() >= 0 and x.max() <= 1
+    assert np.all(x[:, :, 13:] == 0)  # coefficient axis padded with 0 to a square
+    assert np.array_equal(x[:, 0], x[:, 2])  # one channel replicated
+
+
+def test_encoder_gives_one_512_vector_per_time_point_and_fits_in_10_mb(encoder, tmp_path):
+    model = AudioAutoencoder()
+    x = torch.rand(2, 3, 16, 16)
+    assert model.encode(x).shape == (2, 16, 512) and model(x).shape == x.shape
+    assert len(model.encoder) == 8 and len(model.decoder) == 8
+    assert (DEFAULT_WEIGHTS / "model.safetensors").stat().st_size < 10 * 2 ** 20
+    encoder.save_pretrained(tmp_path / "enc")
+    again = AudioAutoencoder.from_pretrained(tmp_path / "enc")
+    assert torch.allclose(again.encode(x), encoder.encode(x))
+
+
+def test_bundled_encoder_beats_the_mean_frame_on_held_out_music(encoder):
+    meta = encoder.training_metadata
+    assert meta["held_recon_mse"] < 0.5 * meta["held_mean_frame_mse"], meta
+
+
+def test_interpolation_is_distance_weighted():
+    values = np.array([[0.0], [1.0], [3.0]])  # points at 0.05, 0.15, 0.25 s
+    out = interpolate_points(values, 8, 40.0)  # frames every 25 ms from 0
+    assert out[2, 0] == pytest.approx(0.0)  # 0.05 s: on point 0
+    assert out[4, 0] == pytest.approx(0.5)  # 0.10 s: half way
+    assert out[5, 0] == pytest.approx(0.75)  # 0.125 s: nearer point 1, which weighs more
+    assert out[6, 0] == pytest.approx(1.0)
+
+
+def test_weights_keep_soft_small_and_intense_large(encoder, media):
+    """Calibrated on the corpus, not per track: the same music played softer gets smaller weights, and an
+    intense held-out track gets larger ones than a calm one."""
+    calm = read_audio(media / CALM, sr=SAMPLE_RATE)
+    intense = read_audio(media / INTENSE, sr=SAMPLE_RATE, end=20)
+    w_calm, w_intense = frame_weights(encoder, calm, 25), frame_weights(encoder, intense, 25)
+    w_soft = frame_weights(encoder, intense * 0.05, 25)
+    assert len(w_calm) == int(len(calm) / SAMPLE_RATE * 25)
+    assert 0 <= w_calm.min() and w_intense.max() <= 1
+    assert w_intense.mean() > w_calm.mean() + 0.1
+    assert w_soft.mean() < w_intense.mean() - 0.1
+
+
+def test_control_vectors_touch_only_detail_channels_and_follow_the_face(controls, photo, landmarks):
+    d = controls.displacement(landmarks, {"open_mouth": 1.0})
+    assert np.all(d[~detail_mask()] == 0) and not detail_mask()[FACE_OVAL].any()
+    assert d[14, 1] > 0.5  # the lower lip goes down by some pixels
+    big = cv2.resize(photo, None, fx=2, fy=2)
+    d2 = controls.displacement(mf.find_face(big)[0], {"open_mouth": 1.0})
+    assert d2[14, 1] == pytest.approx(2 * d[14, 1], rel=0.1)  # scales with the face
+
+
+def test_warp_moves_the_mouth_and_nothing_outside_the_face(controls, photo, landmarks):
+    warp = MeshWarp(photo, landmarks)
+    field = warp.field(controls.displacement(landmarks, {"open_mouth": 1.5}))
+    assert np.array_equal(warp.warp(field, 0.0), photo)
+    out = warp.warp(field, 1.0)
+    x0, y0, x1, y1 = warp.box
+    outside = np.ones(photo.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(out[outside], photo[outside])
+    with FaceTracker(static=True) as tracker:
+        before, after = tracker.detect(photo)[0], tracker.detect(out)[0]
+    gap = lambda lm: np.linalg.norm(lm[13, :2] - lm[14, :2])  # noqa: E731
+    assert gap(after) > gap(before) + 3  # the face mesh sees the mouth open
+    oval = np.median(np.linalg.norm(after[FACE_OVAL, :2] - before[FACE_OVAL, :2], axis=1))
+    assert oval < 0.02 * (before[:, 1].max() - before[:, 1].min())
+
+
+def test_pipeline_on_a_real_photo_and_music(media, tmp_path):
+    music = tmp_path / "music.wav"
+    write_audio(music, read_audio(media / INTENSE, sr=SAMPLE_RATE, end=4.0), SAMPLE_RATE)
+    out = tmp_path / "out.mp4"
+    r = mf.music_face(media / PHOTO, music, out, "smile+open_mouth", fps=25)
+    info = probe(out)
+    assert info.has_audio and info.fps == pytest.approx(25) and info.n_frames == r.n_frames == 100
+    assert (info.width, info.height) == (r.width + r.width % 2, r.height + r.height % 2)
+    assert len(r.weights) == r.n_frames and 0 <= min(r.weights) and max(r.weights) <= 1
+    assert abs(info.duration - 4.0) < 0.1
+
+
+def test_cli_json_and_bad_inputs(media, tmp_path):
+    music = tmp_path / "music.wav"
+    write_audio(music, read_audio(media / CALM, sr=SAMPLE_RATE, end=2.0), SAMPLE_RATE)
+    cmd = [sys.executable, "-m", "pipelines.music_face", "--face", str(media / PHOTO), "--audio", str(music),
+           "--out", str(tmp_path / "o.mp4"), "--json", "--fps", "20"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["fps"] == 20 and len(result["weights"]) == result["n_frames"] == 40
+    silent = tmp_path / "silent.wav"
+    write_audio(silent, np.zeros(32000, np.float32), SAMPLE_RATE)
+    landscape = tmp_path / "landscape.png"
+    cv2.imwrite(str(landscape), np.full((120, 160, 3), 90, np.uint8))
+    cases = {"no face": (landscape, music), "silent": (media / PHOTO, silent),
+             "not a readable image": (music, music), "limit": (media / PHOTO, media / INTENSE),
+             "no audio track": (media / PHOTO, media / "talking_video/no_audio/dreamtalk_MEAD_M030_front_happy_level3_001.mp4")}
+    for phrase, (face, audio) in cases.items():
+        extra = ["--max-seconds", "5"] if phrase == "limit" else []
+        done = subprocess.run([*cmd[:4], str(face), "--audio", str(audio), "--out", str(tmp_path / "x.mp4"), "--json", *extra],
+                              capture_output=True, text=True)
+        assert done.returncode == 2 and phrase in json.loads(done.stdout.strip().splitlines()[-1])["error"], done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_several_faces_use_the_largest_and_say_so(media, tmp_path):
+    group = read_image(media / "faces" / "st_people_0.png")
+    small = cv2.resize(group, None, fx=0.5, fy=0.5)
+    both = np.zeros((group.shape[0], group.shape[1] + small.shape[1], 3), np.uint8)
+    both[:, :group.shape[1]] = group
+    both[:small.shape[0], group.shape[1]:] = small
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), both[..., ::-1])
+    music = tmp_path / "m.wav"
+    write_audio(music, read_audio(media / INTENSE, sr=SAMPLE_RATE, end=1.0), SAMPLE_RATE)
+    r = mf.music_face(path, music, tmp_path / "two.mp4")
+    assert r.faces_found == 2 and "largest" in r.message()
+
+
+def test_unknown_expression_and_strength_are_refused():
+    with pytest.raises(mf.MusicFaceError, match="unknown expression"):
+        mf.parse_expression("frown")
+    with pytest.raises(mf.MusicFaceError, match="strength"):
+        mf.parse_expression("smile", 9)
+    assert mf.parse_expression("smile+raised_brows", 2) == {"smile": 2.0, "raised_brows": 2.0}
+    assert isinstance(ExpressionControls().names, tuple)
