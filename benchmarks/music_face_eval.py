@@ -11,8 +11,9 @@ the first ``--seconds`` of each), with the expression mix ``--expression``. On e
 * every output frame still has a detectable face.
 
 Calm vs intense: the mean weight of each held-out track over its whole length, three calm against
-three intense ones (``training.train_audio_encoder.CALM`` / ``INTENSE``; target gap >= 0.1), beside two
-independent descriptors of each track (RMS level and onset rate) that back the labels.
+three intense ones (``training.train_audio_encoder.CALM`` / ``INTENSE``, labelled by title and genre
+before any training; target gap >= 0.1), reported beside two descriptors of each track that do not come
+from the encoder (RMS level and detected onsets per second).
 
     python -m benchmarks.music_face_eval [--out benchmarks/results/music_face_eval.json] [--figure docs/music_face_frames.png]
 """
@@ -25,10 +26,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
-from media.face import LEFT_EYE, LIPS, RIGHT_EYE, track_video
+from media.face import LEFT_EYE, LIPS, RIGHT_EYE, FaceTracker, track_video
 from media.io import iter_video_frames, read_audio, read_image, write_audio
 from models.audio_encoder import SAMPLE_RATE, frame_weights
 from models.face_controls import BROWS, EYES, FACE_OVAL
@@ -48,6 +50,17 @@ def amplitude(track, photo_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarra
     detail = np.linalg.norm(lm[:, CORE] - ref[CORE], axis=2).mean(axis=1) / eye
     outline = np.median(np.linalg.norm(lm[:, FACE_OVAL] - ref[FACE_OVAL], axis=2), axis=1) / height
     return detail, outline
+
+
+def reference_landmarks(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The photo's landmarks as the output's tracker sees them: the photo at the output's size, tracked
+    (video mode, as the output is) over a few still frames and averaged, so the two landmark sets differ
+    only by what the pipeline changed, not by detector mode or scale."""
+    if (image.shape[1], image.shape[0]) != tuple(size):
+        image = cv2.resize(image, tuple(size), interpolation=cv2.INTER_AREA)
+    with FaceTracker() as tracker:
+        track = tracker.track(iter([image] * 5))
+    return np.nanmean(track.landmarks, axis=0)
 
 
 def track_descriptors(audio: np.ndarray, sr: int = SAMPLE_RATE) -> dict:
@@ -103,7 +116,7 @@ def main(argv=None) -> int:
             except mf.MusicFaceError as err:
                 rows.append({"photo": photo.name, "error": str(err)})
                 continue
-            photo_lm, _ = mf.find_face(read_image(photo))
+            photo_lm = reference_landmarks(read_image(photo), (result.width, result.height))
             track, _ = track_video(out)
             w = np.asarray(result.weights)
             detail, outline = amplitude(track, photo_lm)

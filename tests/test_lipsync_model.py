@@ -100,13 +100,14 @@ def test_reference_input_shows_another_mouth(clip):
     ref = int(f[np.nanargmin(opening[f])])
     x = reference_input(clip, target, ref)
     assert x.shape == (5, CROP[1], CROP[0])
-    # over everything the pipeline pastes back (lips, jaw line, corners), not only the lips
-    for grow in (0.0, PASTE_GROW):
+    # on the lips by default; with --swap-grow 0.5, over everything the pipeline pastes back (jaw line, corners)
+    for swap, grow in ((0.25, 0.0), (0.5, 0.0), (0.5, PASTE_GROW)):
+        x = reference_input(clip, target, ref, swap_grow=swap)
         mouth = lip_hull(clip["keypoints"][target], grow, feather=0) > 0.5
         seen = (x[:3].transpose(1, 2, 0) * 255)[mouth]
         to_ref = np.abs(seen - clip["blur"][ref][mouth]).mean()
         to_target = np.abs(seen - clip["blur"][target][mouth]).mean()
-        assert to_ref < 0.1 * to_target, grow
+        assert to_ref < 0.1 * to_target, (swap, grow)
     # away from the mouth, the input is the target frame's own blur crop (its pose)
     top = slice(0, 6)
     assert np.abs(x[:3, top].transpose(1, 2, 0) * 255 - clip["blur"][target][top]).mean() < 1.0

@@ -25,13 +25,13 @@
 
 **Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
 training the generator's input is the target frame's blur crop with the mouth area (both frames'
-lip hulls, widened by ``--swap-grow`` d = 0.5 d, feathered) taken from the blur crop of ANOTHER
+lip hulls, widened by ``--swap-grow`` d = 0.25 d, feathered) taken from the blur crop of ANOTHER
 frame of the same clip whose mouth opening differs by at least ``--min-opening-change``; the
-keypoint map is that frame's too. The picture around the mouth is exact, so pose is free, but the
-mouth seen through the blur is the wrong one: the only way to the right mouth is the audio. The
-swapped area reaches past what the pipeline pastes back (0.35 d): with 0.25 d (the first three
-runs) the target's own jaw and lip corners stayed in view and the generator learnt to read the
-opening from them, which at inference copies the original mouth. At inference the input
+keypoint map is that frame's too (or, with ``--neutral-keypoints``, the clip's mean lip shape at
+that frame's lip position). The picture around the mouth is exact, so pose is free, but the mouth
+seen through the blur is the wrong one: the only way to the right mouth is the audio. (With 0.25 d
+the target's own jaw line stays in view, which could tell the opening; ``--swap-grow 0.5`` hides
+everything the pipeline pastes back, 0.35 d. Measured in two runs, it did not help: README.) At inference the input
 frame's own mouth is just as wrong for new speech. Held-out metrics per epoch include the
 cross-audio sync (a held-out face driven by another held-out speaker) against the sync with the
 face's own, unheard audio: a copying model scores the latter higher.
@@ -85,7 +85,7 @@ from models.syncnet import (
 from models.syncnet import DEFAULT_WEIGHTS as SYNCNET_WEIGHTS
 from training.train_syncnet import _materialise
 
-SWAP_GROW = 0.5  # d: the mouth area swapped in from another frame; wider than the pipeline's PASTE_GROW (0.35 d, feathered)
+SWAP_GROW = 0.25  # d: the mouth area swapped in from another frame (0.5 reaches past the pipeline's PASTE_GROW; measured, not better)
 GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
@@ -204,10 +204,8 @@ def reference_input(clip: dict, frame: int, ref: int, neutral_keypoints: bool = 
     """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop
     (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there).
 
-    The mouth area is the union of both frames' lip hulls widened by ``swap_grow`` d. It must reach
-    past what the pipeline pastes back (``PASTE_GROW``): whatever of ``frame`` is left around the lips
-    (the jaw, the chin, the lip corners) tells how open its mouth is, and a generator that reads it
-    copies the original mouth at inference instead of following the new speech."""
+    The mouth area is the union of both frames' lip hulls widened by ``swap_grow`` d (0.5 d reaches past
+    what the pipeline pastes back, so no part of ``frame``'s jaw or lip corners is left to read)."""
     area = np.maximum(lip_hull(clip["keypoints"][frame], swap_grow), lip_hull(clip["keypoints"][ref], swap_grow))[..., None]
     blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
     kp = keypoints_for_input(clip["keypoints"][ref], clip["kp_mean"] if neutral_keypoints else None)
