@@ -105,16 +105,18 @@ def inner_mouth_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return _poly_mask(np.asarray(landmarks, np.float64)[LIPS_INNER, :2], shape)
 
 
-def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | None = None,
+                   photo_gap: float = 0.0) -> np.ndarray:
     """Paint the inside of the mouth of ``frame`` within its inner-lip ring (``landmarks``: the moved
     landmarks, pixels), except where ``keep`` (an (h, w) map in [0, 1]: the photo's own mouth interior,
-    warped along) already shows a real one.
+    warped along) already shows a real one. Nothing is painted unless the inner lips are at least a pixel
+    further apart than the photo's own ``photo_gap`` (pixels).
 
     The cavity colour is the lips' mean colour darkened to a quarter, darker towards the middle; the upper
     teeth are a light band under the upper lip, a third of the opening tall, as bright as the mouth's
     surroundings. Returns a new frame; a mouth with nothing to paint returns ``frame`` itself."""
     inner = np.asarray(landmarks, np.float64)[LIPS_INNER, :2]
-    if np.linalg.norm(landmarks[13, :2] - landmarks[14, :2]) < 1.0:
+    if np.linalg.norm(landmarks[13, :2] - landmarks[14, :2]) < photo_gap + 1.0:
         return frame
     x0, y0 = np.floor(inner.min(axis=0) - 3).astype(int)
     x1, y1 = np.ceil(inner.max(axis=0) + 3).astype(int)

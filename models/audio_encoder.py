@@ -3,7 +3,7 @@ vector per 100 ms, and the per-frame expression weight derived from those vector
 
 Input (spec "Audio features", pre-processing), made by :func:`mfcc_points` and :func:`encoder_input`:
 
-* MFCC, 13 coefficients, one time point per 100 ms (a 100 ms window every 100 ms, 16 kHz);
+* MFCC, 13 coefficients, one time point per 100 ms (every 100 ms, a 100 ms window in a 128 ms FFT frame, 16 kHz);
 * cut into segments of ``points`` = 16 time points (1.6 s); each 13 x 16 segment is padded along the
   coefficient axis with 0 to a square 16 x 16, replicated to the encoder's 3 channels and normalised
   into [0, 1] with per-coefficient bounds measured on the training corpus (``mfcc_low``/``mfcc_high``):
@@ -114,18 +114,26 @@ class AudioAutoencoder(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # audio -> encoder input -> vectors -> weights (pure functions, explicit sample rates)
 # ------------------------------------------------------------------------------------------------
+N_FFT_SECONDS = 0.128  # the FFT frame (2048 samples at 16 kHz) that each 100 ms point's spectrum is taken over
+POINT_CENTRE = N_FFT_SECONDS / 2  # seconds from a point's start to the centre of its FFT frame
+
+
 def mfcc_points(audio: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = 13) -> np.ndarray:
-    """(n_mfcc, T) MFCC with one time point per 100 ms: a 100 ms window every 100 ms (no centring), so
-    point t covers [0.1 t, 0.1 (t + 1)) s. Audio shorter than one window gives T = 0."""
+    """(n_mfcc, T) MFCC with one time point per 100 ms, T = floor(duration / 0.1 s): point t starts at
+    0.1 t s and its spectrum is the 128 ms FFT frame from there (the audio is padded with silence at the
+    end so that the last full 100 ms has its point). Audio shorter than 100 ms gives T = 0."""
     import librosa
 
     hop = round(POINT_SECONDS * sr)
+    n_fft = round(N_FFT_SECONDS * sr)
     audio = np.asarray(audio, np.float32)
     if len(audio) < hop:
         return np.zeros((n_mfcc, 0), np.float32)
-    n_fft = 1 << (hop - 1).bit_length()  # the FFT size: the next power of two, the window is 100 ms
-    return librosa.feature.mfcc(y=audio, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, win_length=hop, hop_length=hop,
-                                center=False, n_mels=40, fmax=sr / 2).astype(np.float32)
+    n_points = len(audio) // hop
+    padded = np.pad(audio[:n_points * hop], (0, n_fft - hop))
+    m = librosa.feature.mfcc(y=padded, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, win_length=hop, hop_length=hop,
+                             center=False, n_mels=40, fmax=sr / 2)
+    return m[:, :n_points].astype(np.float32)
 
 
 def normalise_mfcc(m: np.ndarray, config: AudioEncoderConfig) -> np.ndarray:
@@ -150,19 +158,29 @@ def encoder_input(m: np.ndarray, config: AudioEncoderConfig) -> np.ndarray:
 
 
 @torch.no_grad()
-def point_vectors(model: AudioAutoencoder, m: np.ndarray, batch: int = 64) -> np.ndarray:
-    """(T, 512) encoder vectors, one per MFCC time point."""
-    x = torch.from_numpy(encoder_input(m, model.config))
-    out = torch.cat([model.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
-    return out.reshape(-1, model.config.feat_dim)[:m.shape[1]].numpy()
+def point_vectors(model: AudioAutoencoder, m: np.ndarray, batch: int = 64, shifts: int = 4) -> np.ndarray:
+    """(T, 512) encoder vectors, one per MFCC time point.
+
+    The encoder reads 16-point segments; a point near a segment's edge sees less context than one in its
+    middle. So the segmentation is run ``shifts`` times, each moved by 16 / shifts points, and every point's
+    vectors are averaged: no point is always at an edge, and the weights have no 1.6 s rhythm of their own."""
+    p = model.config.points
+    total = np.zeros((m.shape[1], model.config.feat_dim))
+    for k in range(shifts):
+        offset = k * p // shifts
+        shifted = np.pad(m, ((0, 0), (offset, 0)), mode="edge") if offset else m
+        x = torch.from_numpy(encoder_input(shifted, model.config))
+        out = torch.cat([model.encode(x[i:i + batch]) for i in range(0, len(x), batch)])
+        total += out.reshape(-1, model.config.feat_dim)[offset:offset + m.shape[1]].numpy()
+    return (total / shifts).astype(np.float32)
 
 
 def interpolate_points(values: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """Resample per-point values (T, ...) (point t at time 0.1 t + 0.05 s, its window's centre) to n_frames
+    """Resample per-point values (T, ...) (point t at 0.1 t + POINT_CENTRE s, its FFT frame's centre) to n_frames
     video frames (frame k at k / fps): each frame is the distance-weighted average of the two points around
     it (the nearer one weighs more); before the first / after the last point, that point."""
     values = np.asarray(values, np.float64)
-    t_points = (np.arange(len(values)) + 0.5) * POINT_SECONDS
+    t_points = np.arange(len(values)) * POINT_SECONDS + POINT_CENTRE
     t_frames = np.arange(n_frames) / float(fps)
     pos = np.clip(np.interp(t_frames, t_points, np.arange(len(values), dtype=np.float64)), 0, len(values) - 1)
     lo = np.floor(pos).astype(int)

@@ -45,6 +45,9 @@ NOSE = [1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275,
 STABLE = NOSE + LEFT_EYE + RIGHT_EYE + [FOREHEAD, 338, 297, 332, 284, 251, 389, 356, 109, 67, 103, 54, 21, 162, 127]
 EXPRESSIONS = ("smile", "open_mouth", "raised_brows")
 REGIONS = {"mouth": LIPS, "eyes": EYES + IRISES, "brows": BROWS}
+# The detail regions each expression is measured on (the rest of its difference is left out: a surprised
+# face speaking also opens its mouth, and that belongs to "open_mouth").
+EXPRESSION_REGIONS = {"smile": ("mouth", "eyes"), "open_mouth": ("mouth",), "raised_brows": ("brows", "eyes")}
 
 
 @lru_cache(maxsize=1)
@@ -68,11 +71,12 @@ def detail_indices() -> dict[str, np.ndarray]:
     return {name: np.array(_one_ring(core)) for name, core in REGIONS.items()}
 
 
-def detail_mask() -> np.ndarray:
-    """(478,) bool: True on the detail channels."""
+def detail_mask(regions: tuple[str, ...] | None = None) -> np.ndarray:
+    """(478,) bool: True on the detail channels (of the given regions; default all)."""
     mask = np.zeros(N_LANDMARKS, bool)
-    for idx in detail_indices().values():
-        mask[idx] = True
+    for name, idx in detail_indices().items():
+        if regions is None or name in regions:
+            mask[idx] = True
     return mask
 
 

@@ -128,14 +128,14 @@ def animate(image: np.ndarray, landmarks: np.ndarray, weights: np.ndarray, mix: 
     displacement = controls.displacement(landmarks, mix)
     field_ = warp.field(displacement)
     # the photo's own mouth interior, where it is open (a closed mouth's thin inner-lip ring counts as none)
-    own_mouth = inner_mouth_mask(landmarks, image.shape[:2]) if lip_gap(landmarks) >= MIN_OWN_GAP_PX else None
-    opens = bool(np.abs(displacement[[13, 14]]).sum() > 0)
+    photo_gap = lip_gap(landmarks)
+    own_mouth = inner_mouth_mask(landmarks, image.shape[:2]) if photo_gap >= MIN_OWN_GAP_PX else None
+    opens = lip_gap(controls.fuse(landmarks, displacement, 1.0)) > photo_gap  # the inner lips part further
     for w in weights:
-        if opens and own_mouth is not None:
-            frame, keep = warp.warp(field_, float(w), extra=own_mouth)
-            frame = mouth_interior(frame, controls.fuse(landmarks, displacement, float(w)), keep)
-        elif opens:
-            frame = mouth_interior(warp.warp(field_, float(w)), controls.fuse(landmarks, displacement, float(w)))
+        if opens and w > 0:
+            frame, keep = warp.warp(field_, float(w), extra=own_mouth) if own_mouth is not None else \
+                (warp.warp(field_, float(w)), None)
+            frame = mouth_interior(frame, controls.fuse(landmarks, displacement, float(w)), keep, photo_gap)
         else:
             frame = warp.warp(field_, float(w))
         yield frame

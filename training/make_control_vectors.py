@@ -11,10 +11,12 @@ latents are therefore taken over matching mouth states:
 * **neutral**: the neutral clip's frames whose inner-lip gap is in its lowest 30 % (mouth at rest);
 * **smile**: the happy clip's frames with the mouth at rest (lowest 30 % gap) minus neutral;
 * **open_mouth**: the neutral clip's frames with the widest gap (highest 10 %) minus neutral;
-* **raised_brows**: the surprised clip's frames with the mouth at rest minus neutral (brows and lids go
-  up; what the mouth does is kept too, but fusion only uses the detail channels).
+* **raised_brows**: the surprised clip's frames with the mouth at rest minus neutral (brows and lids go up).
 
-The vectors of the people are averaged. The report gives, per expression, how well the people agree (the
+Each vector keeps only its own detail regions (``EXPRESSION_REGIONS``: smile = mouth and eyes, open mouth =
+mouth, raised brows = brows and eyes); a surprised face that speaks also parts its lips, and that is the
+open-mouth vector's job. The vectors of the people are averaged and brought into the frame of the saved
+canonical face (the mean of the people's rest faces). The report gives, per expression, how well the people agree (the
 cosine similarity of their vectors on the detail channels) and the size of each vector.
 """
 from __future__ import annotations
@@ -31,13 +33,16 @@ from tqdm import tqdm
 
 from media.face import track_video
 from models.face_controls import (
+    EXPRESSION_REGIONS,
     EXPRESSIONS,
+    STABLE,
     ExpressionControls,
     apply,
     canonical_transform,
     detail_indices,
     detail_mask,
     normalise_reference,
+    similarity,
 )
 
 CLIPS = {"neutral": "neutral_level1", "happy": "happy_level3", "surprised": "surprised_level3"}
@@ -90,21 +95,25 @@ def main(argv=None) -> int:
         rest, vectors = person_vectors(tracks)
         rests.append(rest)
         per_person[person] = vectors
-    # the canonical mean face: the people's rest faces, averaged, re-normalised
-    reference = normalise_reference(np.mean(rests, axis=0))
+    # the canonical mean face: the people's rest faces, averaged, re-normalised; the vectors were measured in
+    # the first face's frame and are turned and scaled into this one (the linear part of old -> new)
+    mean_rest = np.mean(rests, axis=0)
+    new_reference = normalise_reference(mean_rest)
+    to_new = similarity(mean_rest[STABLE], new_reference[STABLE])[:, :2]
     controls = ExpressionControls(EXPRESSIONS)
-    controls.reference.copy_(torch.from_numpy(reference).float())
-    mask = detail_mask()
+    controls.reference.copy_(torch.from_numpy(new_reference).float())
     report = {"people": people, "expressions": {}}
     for k, name in enumerate(EXPRESSIONS):
-        vs = np.stack([per_person[p][name] for p in people])
+        mask = detail_mask(EXPRESSION_REGIONS[name])
+        vs = np.stack([per_person[p][name] for p in people]) @ to_new.T
+        vs[:, ~mask] = 0.0
         mean = vs.mean(axis=0)
         controls.vectors[k] = torch.from_numpy(mean).float()
         flat = vs[:, mask].reshape(len(people), -1)
         cos = [float(flat[i] @ flat[j] / (np.linalg.norm(flat[i]) * np.linalg.norm(flat[j])))
                for i in range(len(people)) for j in range(i + 1, len(people))]
         sizes = {region: float(np.linalg.norm(mean[idx], axis=1).max()) for region, idx in detail_indices().items()}
-        report["expressions"][name] = {"agreement_cosine_between_people": cos,
+        report["expressions"][name] = {"regions": list(EXPRESSION_REGIONS[name]), "agreement_cosine_between_people": cos,
                                        "largest_displacement_by_region_eye_units": sizes}
     args.out.mkdir(parents=True, exist_ok=True)
     controls.save_pretrained(args.out / "final", metadata={"people": people, "source": "MEAD (dreamtalk samples)"})

@@ -112,6 +112,13 @@ def scale_activity(act: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return np.clip((act - bounds[0]) / max(bounds[1] - bounds[0], 1e-9), 0.0, 1.0)
 
 
+def calibrate_weights(model: AudioAutoencoder, train: dict[str, tuple]) -> np.ndarray:
+    """Set the weight bounds to the 5th and 95th percentiles of every training point's mean vector; returns those means."""
+    pooled = np.concatenate([initial_parameters(point_vectors(model, m)) for m, _ in train.values()])
+    model.config.weight_low, model.config.weight_high = (float(v) for v in np.percentile(pooled, [5, 95]))
+    return pooled
+
+
 @torch.no_grad()
 def held_out_errors(model: AudioAutoencoder, held: dict[str, tuple], mean_frame: np.ndarray) -> dict:
     """Reconstruction MSE over all non-overlapping segments of the held-out tracks, and the mean-frame baseline."""
@@ -137,6 +144,8 @@ def main(argv=None) -> int:
                     help="weight of the self-supervised term tying each vector's mean to the music's activity (0: off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--calibrate-only", type=Path, default=None,
+                    help="a trained encoder folder: only recompute its weight bounds on the training tracks, in place")
     args = ap.parse_args(argv)
 
     folder = args.media / "music"
@@ -154,6 +163,16 @@ def main(argv=None) -> int:
         return 2
     print(f"training on {len(train)} tracks ({sum(m.shape[1] for m, _ in train.values()) / 600:.1f} min), "
           f"holding out {len(held)}")
+    if args.calibrate_only:
+        model = AudioAutoencoder.from_pretrained(args.calibrate_only)
+        meta = dict(model.training_metadata)
+        calibrate_weights(model, train)
+        meta["weight_bounds"] = [model.config.weight_low, model.config.weight_high]
+        meta["held_mean_weight"] = {k: float(map_to_weight(initial_parameters(point_vectors(model, m)), model.config).mean())
+                                    for k, (m, _) in held.items()}
+        model.save_pretrained(args.calibrate_only, metadata=meta)
+        print(json.dumps({k: meta[k] for k in ("weight_bounds", "held_mean_weight")}, indent=1))
+        return 0
 
     config = AudioEncoderConfig()
     calibrate_mfcc(train, config)
@@ -185,9 +204,7 @@ def main(argv=None) -> int:
         log.append(entry)
 
     model.eval().cpu()
-    initial = {k: initial_parameters(point_vectors(model, m)) for k, (m, _) in train.items()}
-    pooled = np.concatenate(list(initial.values()))
-    config.weight_low, config.weight_high = (float(v) for v in np.percentile(pooled, [5, 95]))
+    pooled = calibrate_weights(model, train)
     final = log[-1]
     held_weights, held_corr = {}, {}
     for k, (m, act) in held.items():
