@@ -136,6 +136,9 @@ def main(argv=None) -> int:
                 figure_frames.append((photo.stem, read_image(photo), frames[k_lo], w[k_lo], frames[k_hi], w[k_hi]))
 
     measured = [r for r in rows if "error" not in r]
+    if not measured:
+        print("error: no photo could be animated: " + "; ".join(r["error"] for r in rows), file=sys.stderr)
+        return 1
     pw, pa = np.concatenate(pooled_w), np.concatenate(pooled_a)
     summary = {
         "clips": len(measured), "errors": len(rows) - len(measured), "expression": args.expression,
