@@ -153,9 +153,7 @@ def run_music_face(photo: str | None, music: str | None, expressions: list[str] 
         raise gr.Error(str(err)) from None
     for note in result.notes:
         gr.Info(note)
-    summary = result.summary()
-    summary.pop("weights")  # shown as the plot; the API's JSON keeps them below
-    return result.out_path, music_face.plot_weights(result), result.message(), {**summary, "weights": result.weights}
+    return result.out_path, music_face.plot_weights(result), result.message(), result.summary()
 
 
 def music_face_tab() -> None:

@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from media.face import LEFT_EYE, LIPS, RIGHT_EYE, FaceTracker, track_video
+from media.face import LIPS, FaceTracker, track_video
 from media.io import iter_video_frames, read_audio, read_image, write_audio
 from models.audio_encoder import SAMPLE_RATE, frame_weights
-from models.face_controls import BROWS, EYES, FACE_OVAL
+from models.face_controls import BROWS, EYES, FACE_OVAL, eye_distance
 from pipelines import music_face as mf
 from training.train_audio_encoder import CALM, INTENSE
 
@@ -44,7 +44,7 @@ def amplitude(track, photo_landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Per output frame: (mean displacement of the detail landmarks, median outline drift), in eye distances
     and face heights of the photo."""
     ref = photo_landmarks[:, :2]
-    eye = np.linalg.norm(ref[LEFT_EYE].mean(axis=0) - ref[RIGHT_EYE].mean(axis=0))
+    eye = eye_distance(ref)
     height = ref[:, 1].max() - ref[:, 1].min()
     lm = track.landmarks[..., :2]
     detail = np.linalg.norm(lm[:, CORE] - ref[CORE], axis=2).mean(axis=1) / eye

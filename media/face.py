@@ -44,6 +44,12 @@ class NoFaceError(ValueError):
     """No face was found in any frame."""
 
 
+def lip_gap(landmarks: np.ndarray) -> np.ndarray:
+    """Distance between the inner lips (landmarks 13 and 14) of (..., 478, >=2) landmarks: a float for one face."""
+    lm = np.asarray(landmarks)
+    return np.linalg.norm(lm[..., UPPER_LIP_INNER, :2] - lm[..., LOWER_LIP_INNER, :2], axis=-1)
+
+
 @dataclass
 class FaceTrack:
     """One face followed over a sequence of frames."""
@@ -89,8 +95,7 @@ class FaceTrack:
 
     def lip_gap(self) -> np.ndarray:
         """(N,) distance between the inner lips in pixels, NaN where not found."""
-        lm = self.landmarks[..., :2]
-        return np.linalg.norm(lm[:, UPPER_LIP_INNER] - lm[:, LOWER_LIP_INNER], axis=1)
+        return lip_gap(self.landmarks)
 
     def lip_gap_ratio(self) -> np.ndarray:
         """(N,) inner-lip gap over the face's height (landmark extent), NaN where not found."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from media.face import LIPS_INNER, LIPS_OUTER
+from media.face import LIPS_INNER, LIPS_OUTER, lip_gap
 
 
 class MeshWarp:
@@ -116,7 +116,7 @@ def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | 
     teeth are a light band under the upper lip, a third of the opening tall, as bright as the mouth's
     surroundings. Returns a new frame; a mouth with nothing to paint returns ``frame`` itself."""
     inner = np.asarray(landmarks, np.float64)[LIPS_INNER, :2]
-    if np.linalg.norm(landmarks[13, :2] - landmarks[14, :2]) < photo_gap + 1.0:
+    if lip_gap(landmarks) < photo_gap + 1.0:
         return frame
     x0, y0 = np.floor(inner.min(axis=0) - 3).astype(int)
     x1, y1 = np.ceil(inner.max(axis=0) + 3).astype(int)
@@ -126,13 +126,14 @@ def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | 
         return frame
     patch = frame[y0:y1, x0:x1].astype(np.float32)
     local = inner - [x0, y0]
-    cavity_mask = _poly_mask(local, patch.shape[:2])
+    inside = _poly_mask(local, patch.shape[:2])
+    cavity_mask = inside.copy()
     if keep is not None:
         cavity_mask *= 1.0 - np.clip(keep[y0:y1, x0:x1], 0, 1)
     if cavity_mask.max() < 0.05:
         return frame
     lips = _poly_mask(np.asarray(landmarks, np.float64)[LIPS_OUTER, :2] - [x0, y0], patch.shape[:2])
-    lips = lips * (1 - _poly_mask(local, patch.shape[:2]))
+    lips = lips * (1 - inside)
     lip_colour = patch[lips > 0.5].mean(axis=0) if (lips > 0.5).any() else np.float32([120, 60, 60])
     # vertical position inside the opening: 0 at the upper inner lip, 1 at the lower
     top, bottom = landmarks[13, 1] - y0, landmarks[14, 1] - y0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from media.face import FaceTracker
+from media.face import face_in_image, lip_gap
 from media.features import is_silent
 from media.io import MediaError, probe, read_audio, read_image, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
@@ -55,8 +55,6 @@ MAX_SIDE = int(env_float("AVSTUDIO_MAX_SIDE", 1920))  # longer photo sides are s
 MIN_OWN_GAP_PX = 3.0  # a photo whose inner lips are this far apart shows its own mouth interior
 
 
-def lip_gap(landmarks: np.ndarray) -> float:
-    return float(np.linalg.norm(landmarks[13, :2] - landmarks[14, :2]))
 
 
 class MusicFaceError(ValueError):
@@ -114,8 +112,7 @@ def parse_expression(expression: str | dict[str, float], strength: float = 1.0) 
 
 def find_face(image: np.ndarray) -> tuple[np.ndarray, int]:
     """(landmarks (478, 3) of the largest face, number of faces)."""
-    with FaceTracker(static=True) as tracker:
-        faces = tracker.detect(image)
+    faces = face_in_image(image, all_faces=True)
     if not faces:
         raise MusicFaceError("no face was found in the photo: use a photo with a clearly visible face")
     return faces[0], len(faces)
@@ -128,7 +125,7 @@ def animate(image: np.ndarray, landmarks: np.ndarray, weights: np.ndarray, mix: 
     displacement = controls.displacement(landmarks, mix)
     field_ = warp.field(displacement)
     # the photo's own mouth interior, where it is open (a closed mouth's thin inner-lip ring counts as none)
-    photo_gap = lip_gap(landmarks)
+    photo_gap = float(lip_gap(landmarks))
     own_mouth = inner_mouth_mask(landmarks, image.shape[:2]) if photo_gap >= MIN_OWN_GAP_PX else None
     opens = lip_gap(controls.fuse(landmarks, displacement, 1.0)) > photo_gap  # the inner lips part further
     for w in weights:

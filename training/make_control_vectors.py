@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from media.face import track_video
+from media.face import lip_gap, track_video
 from models.face_controls import (
     EXPRESSION_REGIONS,
     EXPRESSIONS,
@@ -53,19 +53,15 @@ def canonical_frames(landmarks: np.ndarray, found: np.ndarray, reference: np.nda
     return np.stack([apply(canonical_transform(lm, reference), lm) for lm in landmarks[found]])
 
 
-def gap(canon: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(canon[:, 13] - canon[:, 14], axis=1)
-
-
 def person_vectors(tracks: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(neutral latent, {expression: vector}) of one person from their canonical frames per clip."""
     neutral = tracks["neutral"]
-    g = gap(neutral)
+    g = lip_gap(neutral)
     rest = neutral[g <= np.percentile(g, 30)].mean(axis=0)
     open_ = neutral[g >= np.percentile(g, 90)].mean(axis=0)
 
     def at_rest(frames):
-        gg = gap(frames)
+        gg = lip_gap(frames)
         return frames[gg <= np.percentile(gg, 30)].mean(axis=0)
 
     return rest, {"smile": at_rest(tracks["happy"]) - rest, "open_mouth": open_ - rest,

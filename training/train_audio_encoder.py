@@ -119,6 +119,11 @@ def calibrate_weights(model: AudioAutoencoder, train: dict[str, tuple]) -> np.nd
     return pooled
 
 
+def held_track_weights(model: AudioAutoencoder, m: np.ndarray) -> np.ndarray:
+    """The weight of every time point of a track's MFCC (what the pipeline computes, before interpolation)."""
+    return map_to_weight(initial_parameters(point_vectors(model, m)), model.config)
+
+
 @torch.no_grad()
 def held_out_errors(model: AudioAutoencoder, held: dict[str, tuple], mean_frame: np.ndarray) -> dict:
     """Reconstruction MSE over all non-overlapping segments of the held-out tracks, and the mean-frame baseline."""
@@ -168,8 +173,7 @@ def main(argv=None) -> int:
         meta = dict(model.training_metadata)
         calibrate_weights(model, train)
         meta["weight_bounds"] = [model.config.weight_low, model.config.weight_high]
-        meta["held_mean_weight"] = {k: float(map_to_weight(initial_parameters(point_vectors(model, m)), model.config).mean())
-                                    for k, (m, _) in held.items()}
+        meta["held_mean_weight"] = {k: float(held_track_weights(model, m).mean()) for k, (m, _) in held.items()}
         model.save_pretrained(args.calibrate_only, metadata=meta)
         print(json.dumps({k: meta[k] for k in ("weight_bounds", "held_mean_weight")}, indent=1))
         return 0
@@ -208,7 +212,7 @@ def main(argv=None) -> int:
     final = log[-1]
     held_weights, held_corr = {}, {}
     for k, (m, act) in held.items():
-        w = map_to_weight(initial_parameters(point_vectors(model, m)), config)
+        w = held_track_weights(model, m)
         held_weights[k] = float(w.mean())
         held_corr[k] = float(np.corrcoef(w, act)[0, 1]) if np.std(w) > 0 else float("nan")
     train_corr = float(np.corrcoef(pooled, pooled_activity)[0, 1])
