@@ -12,9 +12,18 @@ silent track. On each output:
 * the same, the way the audio-visual speech literature measures it: the inner-lip AREA against the
   Hilbert envelope of the 0.8-3 kHz band (Chandrasekaran et al. 2009, PLoS Comput Biol 5(7)),
   on the output and on the real clips;
+* the mouth against the driving speaker's own: the correlation between the output's inner-lip gap and
+  the gap of the real face that spoke the driving audio (its held-out video), beside the same for the
+  input's own, unchanged mouth (about 0: a model that copies the input's mouth scores that);
 * identity: PSNR of the face above the nose against the input frame (target >= 30 dB);
 * silence: with a silent track, the 90th percentile of the inner-lip gap over face height
   (target <= 0.02), beside the real clips' own figure.
+
+The sync and loudness figures are measured a second time with each held-out face driven by a speech
+recording of ``speech/`` instead (``--speech-drivers``: evenly spaced over the sorted folder, the
+first 10 s of each; no speaker or source of that folder is in the training data). These are
+recordings made for speech, with pauses between phrases, where the interview clips of PC-AVS run on
+with background sound.
 
 The same loudness and silence figures are then measured on still photos (``faces/``, every
 ``--photo-step``-th, none of them seen in training), each driven by a held-out speaker's audio: a
@@ -81,6 +90,17 @@ def area_envelope_corr(track, fps: float, audio: np.ndarray) -> float:
     return float(np.corrcoef(area[ok], env[ok])[0, 1])
 
 
+def gap_corr(a: FaceTrack, b: FaceTrack) -> float:
+    """Correlation of two tracks' inner-lip gaps (over face height), frame by frame over their common length."""
+    x, y = a.lip_gap_ratio(), b.lip_gap_ratio()
+    n = min(len(x), len(y))
+    x, y = x[:n], y[:n]
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 10 or np.std(x[ok]) == 0 or np.std(y[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
 def psnr_above_nose(source: Path, track, output: Path, order: np.ndarray) -> float:
     """PSNR over the rows above the nose tip (``track``: the source's), output frame k against source frame order[k]."""
     src = {i: f for i, _, f in iter_video_frames(source)}
@@ -107,8 +127,9 @@ def photo_gap(photo: Path) -> float:
     return float(track.lip_gap_ratio()[0])
 
 
-def photo_rows(photos: list[Path], drivers: list[Path], silent_wav: Path, model, tmp: Path) -> list[dict]:
-    """Loudness and silence figures of each photo driven by a held-out speaker (cycled) and by silence."""
+def photo_rows(photos: list[Path], drivers: list[Path], silent_wav: Path, model, tmp: Path,
+               tracks: dict[str, FaceTrack]) -> list[dict]:
+    """Loudness, driver-mouth and silence figures of each photo driven by a held-out speaker (cycled) and by silence."""
     rows = []
     for i, photo in enumerate(tqdm(photos, desc="photos", unit="photo")):
         driver = drivers[i % len(drivers)]
@@ -128,9 +149,32 @@ def photo_rows(photos: list[Path], drivers: list[Path], silent_wav: Path, model,
         row = {"photo": photo.name, "driver": driver.name,
                "opening_loudness_corr": opening_loudness_corr(track, fps, speech),
                "area_envelope_corr": area_envelope_corr(track, fps, speech),
+               "driver_gap_corr": gap_corr(track, tracks[driver.name]),
                "opening_std": float(np.nanstd(gap)),
                "photo_gap": photo_gap(photo),
                "silent_gap_p90": float(np.nanpercentile(silent_track.lip_gap_ratio(), 90))}
+        tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
+        rows.append(row)
+    return rows
+
+
+SPEECH_SECONDS = 10.0  # the part of each speech/ recording that drives a face
+
+
+def speech_rows(clips: list[Path], speech: list[Path], model, syncnet, tmp: Path) -> list[dict]:
+    """Sync and loudness figures of each held-out face driven by a held-out speech recording."""
+    rows = []
+    for face, driver in tqdm(list(zip(clips, speech)), desc="faces x speech recordings", unit="clip"):
+        audio = read_audio(driver, sr=SAMPLE_RATE)[: int(SPEECH_SECONDS * SAMPLE_RATE)]
+        wav = tmp / f"speech_{driver.stem}.wav"
+        write_audio(wav, audio, SAMPLE_RATE)
+        out = tmp / f"{face.stem}_by_{driver.stem}.mp4"
+        ls.lipsync(face, wav, out, model)
+        sync = check_sync(out, syncnet)
+        track, fps = track_video(out)
+        row = {"face": face.name, "driver": driver.name, "offset_frames": sync.offset_frames,
+               "confidence": sync.confidence, "opening_loudness_corr": opening_loudness_corr(track, fps, audio),
+               "area_envelope_corr": area_envelope_corr(track, fps, audio), "opening_std": float(np.nanstd(track.lip_gap_ratio()))}
         tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
         rows.append(row)
     return rows
@@ -142,6 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--holdout-source", nargs="+", default=["pcavs"])
     ap.add_argument("--model", default=str(DEFAULT_WEIGHTS))
     ap.add_argument("--photo-step", type=int, default=3, help="measure every N-th photo of faces/ (0: no photos)")
+    ap.add_argument("--speech-drivers", type=int, default=14,
+                    help="drive this many held-out faces by speech/ recordings too (0: none)")
     ap.add_argument("--photos-only", action="store_true", help="skip the held-out videos")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lipsync_eval.json"))
     args = ap.parse_args(argv)
@@ -153,6 +199,7 @@ def main(argv=None) -> int:
         print("error: need at least two held-out clips", file=sys.stderr)
         return 2
     rows = []
+    tracks = {c.name: track_video(c)[0] for c in tqdm(clips, desc="tracking the real clips", unit="clip")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         silent_wav = tmp / "silence.wav"  # 5 s of digital silence, the same for every face
@@ -171,7 +218,7 @@ def main(argv=None) -> int:
             silent_out = tmp / f"{face.stem}_silent.mp4"
             ls.lipsync(face, silent_wav, silent_out, model)
             silent_track, _ = track_video(silent_out)
-            real_track, fps = track_video(face)  # the input's face, tracked once for every figure below
+            real_track, fps = tracks[face.name], probe(face).fps
             out_track, out_fps = track_video(out)
             own = read_audio(face, sr=SAMPLE_RATE)
             row = {"face": face.name, "driver": driver.name, "extension": result.extension,
@@ -181,13 +228,21 @@ def main(argv=None) -> int:
                    "real_opening_loudness_corr": opening_loudness_corr(real_track, fps, own),
                    "area_envelope_corr": area_envelope_corr(out_track, out_fps, speech),
                    "real_area_envelope_corr": area_envelope_corr(real_track, fps, own),
+                   "driver_gap_corr": gap_corr(out_track, tracks[driver.name]),
+                   "input_driver_gap_corr": gap_corr(real_track, tracks[driver.name]),
+                   "opening_std": float(np.nanstd(out_track.lip_gap_ratio())),
+                   "real_opening_std": float(np.nanstd(real_track.lip_gap_ratio())),
                    "psnr_above_nose_db": psnr_above_nose(face, real_track, out, order),
                    "silent_gap_p90": float(np.nanpercentile(silent_track.lip_gap_ratio(), 90)),
                    "real_gap_p90": float(np.nanpercentile(real_track.lip_gap_ratio(), 90))}
             tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
             rows.append(row)
+        recordings = sorted((args.media / "speech").glob("*"))
+        n_speech = 0 if args.photos_only else min(args.speech_drivers, len(clips), len(recordings))
+        picked = [recordings[round(k * len(recordings) / n_speech)] for k in range(n_speech)] if n_speech else []
+        srows = speech_rows(clips[:n_speech], picked, model, syncnet, tmp)
         photos = sorted((args.media / "faces").glob("*"))[::args.photo_step] if args.photo_step > 0 else []
-        prows = photo_rows(photos, clips, silent_wav, model, tmp)
+        prows = photo_rows(photos, clips, silent_wav, model, tmp, tracks)
     measured = [r for r in prows if "error" not in r]
     summary = {} if not rows else {
         "cases": len(rows),
@@ -199,24 +254,39 @@ def main(argv=None) -> int:
         "real_opening_loudness_corr_median": float(np.nanmedian([r["real_opening_loudness_corr"] for r in rows])),
         "area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in rows])),
         "real_area_envelope_corr_median": float(np.nanmedian([r["real_area_envelope_corr"] for r in rows])),
+        "driver_gap_corr_median": float(np.nanmedian([r["driver_gap_corr"] for r in rows])),
+        "input_driver_gap_corr_median": float(np.nanmedian([r["input_driver_gap_corr"] for r in rows])),
+        "opening_std_median": float(np.nanmedian([r["opening_std"] for r in rows])),
+        "real_opening_std_median": float(np.nanmedian([r["real_opening_std"] for r in rows])),
         "psnr_above_nose_db_min": float(np.nanmin([r["psnr_above_nose_db"] for r in rows])),
         "psnr_above_nose_db_median": float(np.nanmedian([r["psnr_above_nose_db"] for r in rows])),
         "silent_gap_p90_median": float(np.nanmedian([r["silent_gap_p90"] for r in rows])),
         "silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in rows])),
         "real_gap_p90_median": float(np.nanmedian([r["real_gap_p90"] for r in rows])),
     }
+    if srows:
+        summary.update({
+            "speech_cases": len(srows),
+            "speech_sync_offset_within_1_frame": float(np.mean([abs(r["offset_frames"]) <= 1 for r in srows])),
+            "speech_sync_confidence_median": float(np.median([r["confidence"] for r in srows])),
+            "speech_opening_loudness_corr_median": float(np.nanmedian([r["opening_loudness_corr"] for r in srows])),
+            "speech_area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in srows])),
+            "speech_opening_std_median": float(np.nanmedian([r["opening_std"] for r in srows])),
+        })
     if measured:
         summary.update({
             "photos": len(measured), "photos_without_face": len(prows) - len(measured),
             "photo_opening_loudness_corr_median": float(np.nanmedian([r["opening_loudness_corr"] for r in measured])),
             "photo_area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in measured])),
+            "photo_driver_gap_corr_median": float(np.nanmedian([r["driver_gap_corr"] for r in measured])),
             "photo_opening_std_median": float(np.nanmedian([r["opening_std"] for r in measured])),
             "photo_silent_gap_p90_median": float(np.nanmedian([r["silent_gap_p90"] for r in measured])),
             "photo_silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in measured])),
             "photo_own_gap_median": float(np.nanmedian([r["photo_gap"] for r in measured])),
         })
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "summary": summary, "per_clip": rows, "per_photo": prows}, indent=1))
+    args.out.write_text(json.dumps({"model": args.model, "summary": summary, "per_clip": rows,
+                                         "per_speech_recording": srows, "per_photo": prows}, indent=1))
     for k, v in summary.items():
         print(f"  {k:38s} {v:.3f}" if isinstance(v, float) else f"  {k:38s} {v}")
     return 0

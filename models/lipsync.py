@@ -8,8 +8,13 @@ sync discriminator (``models.syncnet``) sees at 96 x 48. One output frame t is m
   its gradient map as a 4th channel (spec step 2a/2b), 5 x 4 = 20 input channels;
 * the **audio spectrum** at t: MFCC (13 coefficients) over the 0.2 s centred on the frame
   (16 feature frames at 80 per second, the sync discriminator's window), normalised per clip;
-* the **mouth keypoints** of the reference frame (the 40 face-mesh lip points), drawn as a
-  one-channel heat map: where the mouth sits (spec step 4, "corrected with the mouth keypoints").
+* the **mouth keypoints** (the 40 face-mesh lip points), drawn as a one-channel heat map: where
+  the mouth sits and, with ``audio_keypoints``, the shape it should take (spec step 4, "corrected
+  with the mouth keypoints"). That shape is the clip's mean lip shape at the frame's lip position
+  plus the deviation the **lip predictor** reads from the audio vector (a linear head, fitted by
+  ridge regression on the frozen audio vectors of the training clips, silence included, and scaled
+  by ``lip_gain`` so that its movement is as large as the real mouths'). The generator is trained
+  with the target frame's true keypoints, so it draws the mouth the map shows.
 
 Subnetworks (spec step 4 and training):
 
@@ -38,6 +43,8 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "lipsync"
 INJECT_CHANNELS = 32
 CROP = (128, 64)  # (w, h) of the lower-face crop the network reads and writes
 D_PIXELS = CROP[0] / 3.0  # crop pixels per eye-to-mouth distance d (media.face CROPS["lower"] is 3.0 d wide)
+LIP_UNIT = 0.05  # the lip head predicts keypoint deviations in units of 0.05 d
+INNER_UPPER, INNER_LOWER = 20 + 15, 20 + 5  # landmarks 13 and 14 within media.face.LIPS (outer ring, then inner)
 
 
 @dataclass
@@ -51,6 +58,8 @@ class LipSyncConfig:
     width: int = 24  # channels of the first generator layer (the bundled file must stay under 10 MB)
     neutral_keypoints: bool = False  # the keypoint map shows the clip's mean lip shape at the frame's lip position
     mean_lip_shape: list | None = None  # (40, 2) crop pixels: the training clips' average lip shape (for photos)
+    audio_keypoints: bool = False  # the keypoint map adds the lip predictor's deviation (from the audio) to the mean shape
+    lip_gain: float = 1.0  # the predicted deviation is multiplied by this (real movement std / predicted, on training clips)
 
 
 def _conv(cin, cout, k=3, s=1, p=1, norm=True):
@@ -166,6 +175,24 @@ class LipSyncNet(nn.Module):
         self.discriminator = Discriminator(c)
 
     @torch.no_grad()
+    def lip_deviation(self, mfcc: torch.Tensor) -> np.ndarray:
+        """MFCC windows (B, 13, 16) -> (B, 40, 2) float32 lip keypoint deviations from the mean shape, in crop
+        pixels: what the keypoint map adds with ``audio_keypoints``.
+
+        The lip head's prediction is scaled by ``lip_gain`` about its prediction for silence (the closed
+        mouth), so silence stays exactly closed while speech opens the mouth as far as people do; a
+        prediction more closed than silence (pressed lips) is not scaled."""
+        def predict(x: torch.Tensor) -> np.ndarray:
+            return self.features.predict_lips(self.features.audio_vector(x)).cpu().numpy()
+
+        dev = predict(mfcc)
+        closed = predict(torch.from_numpy(np.repeat(silence_column()[None, :, None], mfcc.shape[-1], axis=2)).to(mfcc))
+        move = dev - closed
+        gap = move[:, INNER_LOWER, 1] - move[:, INNER_UPPER, 1]
+        gain = np.where(gap > 0, self.config.lip_gain, 1.0)[:, None, None]
+        return ((closed + gain * move) * (LIP_UNIT * D_PIXELS)).astype(np.float32)
+
+    @torch.no_grad()
     def generate(self, reference: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
         """Inference: reference channels (B, 5, 64, 128) + MFCC windows (B, 13, 16) -> crops (B, 3, 64, 128)."""
         return self.generator(reference, self.features.audio_vector(mfcc))
@@ -193,14 +220,23 @@ class LipSyncNet(nn.Module):
 
 
 def keypoint_map(points: np.ndarray, size: tuple[int, int], sigma: float = 1.5) -> np.ndarray:
-    """(K, 2) keypoints in crop pixels -> (h, w) float32 heat map in [0, 1] (max of Gaussians)."""
+    """(K, 2) keypoints in crop pixels -> (h, w) float32 heat map in [0, 1] (max of Gaussians, each evaluated
+    within 5.5 sigma of its point, where it has fallen below 1e-6)."""
     w, h = size
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     out = np.zeros((h, w), np.float32)
-    for x, y in points:
-        if np.isfinite(x) and np.isfinite(y):
-            out = np.maximum(out, np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma ** 2)))
-    return out.astype(np.float32)
+    r = int(np.ceil(5.5 * sigma))
+    for x, y in np.asarray(points, dtype=np.float64):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        x0, x1 = max(0, int(np.floor(x)) - r), min(w, int(np.floor(x)) + r + 2)
+        y0, y1 = max(0, int(np.floor(y)) - r), min(h, int(np.floor(y)) + r + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+        g = np.exp(-((xs - np.float32(x)) ** 2 + (ys - np.float32(y)) ** 2) / np.float32(2 * sigma ** 2))
+        np.maximum(out[y0:y1, x0:x1], g, out=out[y0:y1, x0:x1])
+    return out
 
 
 SILENCE_C0 = -894.4  # c0 of digital silence (log-mel at its -100 dB floor)
@@ -259,13 +295,15 @@ def generator_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
                            keypoint_map(keypoints, (blur_crop.shape[1], blur_crop.shape[0]))[None]]).astype(np.float32)
 
 
-def keypoints_for_input(keypoints: np.ndarray, mean_shape: np.ndarray | None) -> np.ndarray:
+def keypoints_for_input(keypoints: np.ndarray, mean_shape: np.ndarray | None,
+                        deviation: np.ndarray | None = None) -> np.ndarray:
     """The keypoints drawn into the generator's input: the frame's own, or, with ``mean_shape`` (the clip's
     mean lip keypoints), that mean shape moved to the frame's lip centroid, so the map says where the
-    mouth is but not how open it is."""
+    mouth is but not how open it is; plus ``deviation`` ((40, 2) crop pixels, the lip predictor's) if given."""
     if mean_shape is None:
         return keypoints
-    return mean_shape - np.nanmean(mean_shape, axis=0) + np.nanmean(keypoints, axis=0)
+    out = mean_shape - np.nanmean(mean_shape, axis=0) + np.nanmean(keypoints, axis=0)
+    return out if deviation is None else out + deviation
 
 
 def mfcc_windows(mfcc_norm: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:

@@ -51,6 +51,7 @@ from models.lipsync import (
     DEFAULT_WEIGHTS,
     LipSyncNet,
     generator_input,
+    keypoint_map,
     keypoints_for_input,
     lip_hull,
     mfcc_windows,
@@ -261,6 +262,12 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     geo = track.geometry(smooth=smooth)
     keypoints = crop_landmarks(track, LIPS, "lower", CROP, smooth=smooth)  # (N, 40, 2) crop pixels, NaN without a face
     mean_shape = None
+    deviation = None  # (n_out, 40, 2): the lip predictor's mouth shape per output frame, from the speech
+    if model.config.audio_keypoints:
+        t = time.perf_counter()
+        deviation = np.concatenate([model.lip_deviation(torch.from_numpy(windows[s:s + 256]))
+                                    for s in range(0, n_out, 256)])
+        timings["network"] += time.perf_counter() - t
     if model.config.neutral_keypoints:
         if source == "photo" and model.config.mean_lip_shape is not None:
             # one frame has no mean of its own: the training clips' average shape, at the photo's lips
@@ -290,9 +297,12 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
                     kp = keypoints[i]
                     if source != "photo":  # a photo's one frame is prepared once; video frames are not kept
                         prepared.clear()
-                    x = generator_input(blur_crop, keypoints_for_input(kp, mean_shape))
-                    prepared[i] = (m, x, lip_hull(kp, PASTE_GROW, PASTE_FEATHER))
-                m, x, mask = prepared[i]
+                    base = keypoints_for_input(kp, mean_shape)
+                    prepared[i] = (m, generator_input(blur_crop, base), lip_hull(kp, PASTE_GROW, PASTE_FEATHER), base)
+                m, x, mask, base = prepared[i]
+                if deviation is not None:  # the mouth this moment of the speech calls for, where the face's mouth is
+                    x = x.copy()
+                    x[4] = keypoint_map(base + deviation[k], CROP)
                 items.append((frame, m, x, mask, k))
             todo = [it for it in items if it[1] is not None]
             timings["preprocessing"] += time.perf_counter() - t

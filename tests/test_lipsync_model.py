@@ -131,7 +131,8 @@ def test_training_steps_lower_the_losses(clip):
     assert losses[-1] < 0.7 * losses[0]
     # stage B: reconstruction of one fixed batch, with the sync loss of the bundled discriminator in the graph
     syncnet = SyncNet.from_pretrained().eval()
-    ref, audio, real, weight, mel, means = sampler.stage_b(2, 0.05)
+    ref, audio, real, weight, mel, means, base = sampler.stage_b(2, 0.05)
+    assert base.shape == (10, 40, 2) and np.isfinite(base).all()  # each frame's base lip shape, for predicted maps
     opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
     recon = []
     for _ in range(25):
@@ -159,3 +160,27 @@ def test_neutral_keypoints_keep_position_not_shape(clip):
     assert np.allclose(a.mean(0), wide.mean(0), atol=1e-3)  # where the mouth is: the frame's
     assert np.allclose(a - a.mean(0), b - b.mean(0), atol=1e-3)  # how open: the same neutral shape for both
     assert keypoints_for_input(wide, None) is wide
+
+
+def test_lip_predictor_follows_the_mouth_and_closes_on_silence(media, clip):
+    """The ridge-fitted lip head reads the mouth opening from the frozen audio vector; silence predicts a mouth
+    more closed than speech, and the gain widens speech movement about that closed mouth."""
+    from models.lipsync import D_PIXELS, LIP_UNIT, silence_column
+    from training.train_lipsync import fit_lip_predictor, inner_gap, opening_correlation
+
+    other = finish_clip("lrs2_00016", "lrs2", prepare_clip(media / "talking_video/lrs2_deepavsr_00016.mp4"))
+    model = LipSyncNet.from_pretrained()
+    report = fit_lip_predictor(model, [clip, other])
+    assert model.config.audio_keypoints and 1.0 < model.config.lip_gain < 10.0
+    assert report["ridge_penalty"] in (10.0, 100.0, 1000.0, 10000.0)
+    # in-sample, the predicted gap follows the gap the face mesh measured
+    assert min(opening_correlation(model, [clip, other])) > 0.3
+    f = np.flatnonzero(clip["found"])
+    dev = model.lip_deviation(torch.from_numpy(mfcc_window(clip, f))) / (LIP_UNIT * D_PIXELS)
+    silent = model.lip_deviation(torch.from_numpy(np.repeat(silence_column()[None, :, None], 16, axis=2)))
+    gap, gap_silent = inner_gap(dev), inner_gap(silent / (LIP_UNIT * D_PIXELS))[0]
+    assert gap_silent < np.percentile(gap, 25)
+    # the gain: speech moves the mouth further than the plain regression does
+    with torch.no_grad():
+        plain = model.features.predict_lips(model.features.audio_vector(torch.from_numpy(mfcc_window(clip, f)))).numpy()
+    assert gap.std() > 1.5 * inner_gap(plain).std()

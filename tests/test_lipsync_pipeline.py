@@ -21,6 +21,7 @@ from tests.bad_inputs import make_bad_inputs
 PHOTO = "faces/fr_obama.jpg"
 CLIP = "talking_video/pcavs_Input_00010.mp4"  # held out of training, 4.2 s, 224 x 224, 25 fps
 SPEECH = "talking_video/pcavs_Pose_Source_517600055.mp4"  # another held-out speaker, 4.5 s
+DRIVER = "talking_video/pcavs_Audio_Source_00373.mp4"  # a third held-out speaker, 5.1 s
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,24 @@ def test_a_photo_mouth_follows_the_speech(media, speech_wav, tmp_path):
     opening = track.lip_gap_ratio()
     loud = loudness_per_frame(read_audio(speech_wav, sr=16000), len(opening), fps)
     assert np.corrcoef(opening, loud)[0, 1] > 0.2
+
+
+def test_a_video_mouth_follows_the_driving_speakers_mouth(media, tmp_path):
+    """Driven by another held-out speaker, the output's mouth opens and closes as that speaker's own mouth
+    did (face mesh on both videos), while the input's original mouth does not: the mouth comes from the
+    speech, not from the picture."""
+    driver = media / DRIVER
+    speech = tmp_path / "driver.wav"
+    write_audio(speech, read_audio(driver, sr=16000), 16000)
+    out = tmp_path / "driven.mp4"
+    ls.lipsync(media / CLIP, speech, out)
+    gaps = {name: track_video(path)[0].lip_gap_ratio() for name, path in
+            (("out", out), ("driver", driver), ("input", media / CLIP))}
+    n = min(len(g) for g in gaps.values())
+    follows = np.corrcoef(gaps["out"][:n], gaps["driver"][:n])[0, 1]
+    original = np.corrcoef(gaps["input"][:n], gaps["driver"][:n])[0, 1]
+    assert follows > 0.3 and follows > original + 0.2, (follows, original)
+    assert np.nanstd(gaps["out"]) > 0.01  # the mouth moves about as much as a real one (README: 0.021 vs 0.022)
 
 
 def test_clip_shorter_than_speech_is_played_forward_and_back(media, tmp_path):

@@ -22,6 +22,11 @@
    (``models/weights/syncnet``) on 5 consecutive generated frames and their audio. Each step
    also carries ``--silence-frames`` closed-mouth frames paired with silence (reconstruction
    only), so that a silent track closes the mouth.
+3. **Lip predictor** (``--audio-keypoints``, before stage B): the lip head is refitted by ridge
+   regression on the frozen audio vectors (silence rows included; penalty chosen by leaving one
+   training source out) and its gain measured (``fit_lip_predictor``); stage B then draws the
+   target frame's own keypoints into the map, and the held-out reports draw the predictor's, as
+   the pipeline does.
 
 **Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
 training the generator's input is the target frame's blur crop with the mouth area (both frames'
@@ -65,9 +70,13 @@ from media.mouth import gradient_map, mouth_blur_crop
 from models.lipsync import (
     CROP,
     D_PIXELS,
+    INNER_LOWER,
+    INNER_UPPER,
+    LIP_UNIT,
     LipSyncConfig,
     LipSyncNet,
     generator_input,
+    keypoint_map,
     keypoints_for_input,
     lip_hull,
     mfcc_windows,
@@ -179,8 +188,6 @@ def mfcc_window(clip: dict, frames: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # batches
 # --------------------------------------------------------------------------------------------
-LIP_UNIT = 0.05  # lip keypoint deviations are given in units of 0.05 d
-
 
 def lip_deviation(clip: dict, frames: np.ndarray) -> np.ndarray:
     """(len(frames), 40, 2) lip keypoints minus the clip's mean keypoints, in units of LIP_UNIT d (0 where missing)."""
@@ -200,15 +207,20 @@ def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
 
 
 def reference_input(clip: dict, frame: int, ref: int, neutral_keypoints: bool = False,
-                    swap_grow: float = SWAP_GROW) -> np.ndarray:
+                    swap_grow: float = SWAP_GROW, true_keypoints: bool = False) -> np.ndarray:
     """(5, 64, 128) generator input for ``frame`` whose mouth area comes from frame ``ref``'s blur crop
-    (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there).
+    (and whose keypoint map is ``ref``'s, or with ``neutral_keypoints`` the clip's mean lip shape there,
+    or with ``true_keypoints`` ``frame``'s own keypoints: the mouth the generator must draw, as the lip
+    predictor gives it at inference).
 
     The mouth area is the union of both frames' lip hulls widened by ``swap_grow`` d (0.5 d reaches past
     what the pipeline pastes back, so no part of ``frame``'s jaw or lip corners is left to read)."""
     area = np.maximum(lip_hull(clip["keypoints"][frame], swap_grow), lip_hull(clip["keypoints"][ref], swap_grow))[..., None]
     blur = (area * clip["blur"][ref] + (1 - area) * clip["blur"][frame]).astype(np.float32) / 255.0
-    kp = keypoints_for_input(clip["keypoints"][ref], clip["kp_mean"] if neutral_keypoints else None)
+    if true_keypoints:
+        kp = clip["keypoints"][frame]
+    else:
+        kp = keypoints_for_input(clip["keypoints"][ref], clip["kp_mean"] if neutral_keypoints else None)
     return generator_input(np.round(blur * 255).astype(np.uint8), kp)
 
 
@@ -225,8 +237,9 @@ def pick_reference(clip: dict, frame: int, rng: np.random.Generator, min_change:
 
 class Sampler:
     def __init__(self, clips: list[dict], rng: np.random.Generator, neutral_keypoints: bool = False,
-                 swap_grow: float = SWAP_GROW):
+                 swap_grow: float = SWAP_GROW, true_keypoints: bool = False):
         self.neutral_keypoints = neutral_keypoints
+        self.true_keypoints = true_keypoints
         self.swap_grow = swap_grow
         self.clips = [c for c in clips if len(c["starts"])]
         if not self.clips:
@@ -252,14 +265,16 @@ class Sampler:
                 torch.tensor(owner), torch.from_numpy(np.concatenate(lips)))
 
     def stage_b(self, n: int, min_change: float):
-        """n windows of 5 frames: generator inputs, MFCC, real crops, mouth weights, sync mel and clip means."""
-        ref_in, audio, real, weight, mel, means = [], [], [], [], [], []
+        """n windows of 5 frames: generator inputs, MFCC, real crops, mouth weights, sync mel, clip means and
+        each frame's base lip shape (the clip's mean shape at the frame's lip position, crop pixels)."""
+        ref_in, audio, real, weight, mel, means, base = [], [], [], [], [], [], []
         for clip in self.clips_for_batch(n):
             s = int(self.rng.choice(clip["starts"]))
             frames = clip["vidx"][s]
             for f in frames:
                 r = pick_reference(clip, int(f), self.rng, min_change)
-                ref_in.append(reference_input(clip, int(f), r, self.neutral_keypoints, self.swap_grow))
+                ref_in.append(reference_input(clip, int(f), r, self.neutral_keypoints, self.swap_grow, self.true_keypoints))
+                base.append(keypoints_for_input(clip["keypoints"][f], clip["kp_mean"]))
                 weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
             audio.append(mfcc_window(clip, frames))
             real.append(clip["real"][frames])
@@ -268,7 +283,7 @@ class Sampler:
         real = torch.from_numpy(np.concatenate(real)).permute(0, 3, 1, 2).float() / 255.0
         return (torch.from_numpy(np.stack(ref_in)), torch.from_numpy(np.concatenate(audio)), real,
                 torch.from_numpy(np.stack(weight))[:, None], torch.from_numpy(np.stack(mel)),
-                torch.from_numpy(np.stack(means)))
+                torch.from_numpy(np.stack(means)), np.stack(base))
 
     def silence(self, n: int, min_change: float):
         """n single frames whose mouth is closed (the clip's least-open tenth), paired with silence.
@@ -282,7 +297,7 @@ class Sampler:
             opening = clip["opening"][found]
             f = int(self.rng.choice(found[opening <= np.percentile(opening, 10)]))
             r = pick_reference(clip, f, self.rng, min_change)
-            ref_in.append(reference_input(clip, f, r, self.neutral_keypoints, self.swap_grow))
+            ref_in.append(reference_input(clip, f, r, self.neutral_keypoints, self.swap_grow, self.true_keypoints))
             real.append(clip["real"][f])
             weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
         audio = np.repeat(np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2), n, axis=0)
@@ -375,7 +390,6 @@ def evaluate_stage_a(model: LipSyncNet, held: Sampler, args, batches: int = 4) -
     return float(np.mean(accs)), float(np.mean(lips))
 
 
-INNER_UPPER, INNER_LOWER = 20 + 15, 20 + 5  # landmarks 13 and 14 within media.face.LIPS (outer ring, then inner)
 
 
 @torch.no_grad()
@@ -420,7 +434,7 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
         model.discriminator.train()
         bar = tqdm(range(args.steps_per_epoch), desc=f"stage B epoch {epoch + 1}/{args.epochs}", unit="step")
         for step in bar:
-            ref, audio, real, weight, mel, means = (t.to(args.device) for t in train.stage_b(args.batch, args.min_opening_change))
+            ref, audio, real, weight, mel, means = (t.to(args.device) for t in train.stage_b(args.batch, args.min_opening_change)[:6])
             n_speech = len(ref)
             if args.silence_frames:
                 extra = (t.to(args.device) for t in train.silence(args.silence_frames, args.min_opening_change))
@@ -474,19 +488,106 @@ def evaluate_stage_b(model: LipSyncNet, syncnet: SyncNet, held: Sampler, args, w
     """
     model.generator.eval()
     rng_state = held.rng.bit_generator.state
-    ref, audio, real, weight, mel, means = held.stage_b(windows, args.min_opening_change)
+    ref, audio, real, weight, mel, means, base = held.stage_b(windows, args.min_opening_change)
     held.rng.bit_generator.state = rng_state
+    if model.config.audio_keypoints:  # as at inference: the keypoint map is the lip predictor's, from the audio heard
+        ref = with_predicted_keypoints(model, ref, base, audio)
     fake = model.generator(ref, model.features.audio_vector(audio))
     recon = float((weight * (fake - real).abs()).mean() / weight.mean())
     _, cos_own = sync_loss(syncnet, fake, mel, means)
     perm = torch.roll(torch.arange(windows), 1)  # window i driven by the audio of window i-1 (another moment/clip)
     audio_x = audio.view(windows, 5, *audio.shape[1:])[perm].reshape(audio.shape)
+    if model.config.audio_keypoints:
+        ref = with_predicted_keypoints(model, ref, base, audio_x)
     fake_x = model.generator(ref, model.features.audio_vector(audio_x))
     _, cos_driving = sync_loss(syncnet, fake_x, mel[perm], means)
     _, cos_original = sync_loss(syncnet, fake_x, mel, means)
     _, cos_real = sync_loss(syncnet, real, mel, means)
     return {"held_recon": recon, "held_sync_cos_own": float(cos_own.mean()), "held_sync_cos_real": float(cos_real.mean()),
             "held_cross_sync_driving": float(cos_driving.mean()), "held_cross_sync_original": float(cos_original.mean())}
+
+
+def with_predicted_keypoints(model: LipSyncNet, ref: torch.Tensor, base: np.ndarray, audio: torch.Tensor) -> torch.Tensor:
+    """``ref`` with its keypoint channel redrawn: each frame's base lip shape plus the lip predictor's deviation."""
+    points = base + model.lip_deviation(audio)
+    maps = np.stack([keypoint_map(p, CROP) for p in points])
+    out = ref.clone()
+    out[:, 4] = torch.from_numpy(maps).to(ref)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the lip predictor (audio vector -> lip keypoint deviation)
+# --------------------------------------------------------------------------------------------
+RIDGE_GRID = (10.0, 100.0, 1000.0, 10000.0)
+
+
+@torch.no_grad()
+def lip_rows(model: LipSyncNet, clip: dict, silence_share: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen audio vectors (n, feat_dim) and lip deviations (n, 80) of a clip's frames with a face, plus
+    ``silence_share`` x n rows of silence whose target is the clip's closed mouth (its least-open tenth)."""
+    frames = np.flatnonzero(clip["found"])
+    x = model.features.audio_vector(torch.from_numpy(mfcc_window(clip, frames))).cpu().numpy()
+    y = lip_deviation(clip, frames).reshape(len(frames), -1)
+    opening = clip["opening"][frames]
+    closed = y[np.nan_to_num(opening, nan=np.inf) <= np.nanpercentile(opening, 10)].mean(0)
+    n_sil = max(5, round(silence_share * len(frames)))
+    sil = np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2)
+    xs = model.features.audio_vector(torch.from_numpy(sil.astype(np.float32))).cpu().numpy()
+    return np.concatenate([x, np.repeat(xs, n_sil, 0)]), np.concatenate([y, np.repeat(closed[None], n_sil, 0)])
+
+
+def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression y ~ x W + b (the bias not penalised); returns (W (d, k), b (k,))."""
+    mx, my = x.mean(0), y.mean(0)
+    xc = x - mx
+    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - my))
+    return w, my - mx @ w
+
+
+def inner_gap(dev: np.ndarray) -> np.ndarray:
+    """(n, 80) or (n, 40, 2) deviations -> (n,) change of the inner-lip gap (lower minus upper lip, y)."""
+    d = dev.reshape(len(dev), 40, 2)
+    return d[:, INNER_LOWER, 1] - d[:, INNER_UPPER, 1]
+
+
+def fit_lip_predictor(model: LipSyncNet, clips: list[dict]) -> dict:
+    """Fit the lip head on the frozen audio vectors by ridge regression, choosing the penalty by leaving one
+    training source (one clip, with a single source) out at a time (median per-clip correlation of the predicted and the measured inner-lip
+    gap), and set ``lip_gain`` to the median ratio of real to predicted gap spread on the left-out predictions
+    (a regression towards the mean moves the mouth less than people do). Returns the fit's report."""
+    rows = {c["name"]: lip_rows(model, c) for c in tqdm(clips, desc="lip predictor: audio vectors", unit="clip")}
+    n_face = {c["name"]: int(c["found"].sum()) for c in clips}
+    group = {c["name"]: c["source"] for c in clips}
+    if len(set(group.values())) < 2:  # one source: leave one clip out at a time instead
+        group = {c["name"]: c["name"] for c in clips}
+    if len(set(group.values())) < 2:
+        raise ValueError("the lip predictor needs at least two training clips")
+    cv = {}
+    for lam in RIDGE_GRID:
+        corr, ratio = [], []
+        for src in sorted(set(group.values())):
+            fit = [c["name"] for c in clips if group[c["name"]] != src]
+            w, b = ridge(np.concatenate([rows[k][0] for k in fit]), np.concatenate([rows[k][1] for k in fit]), lam)
+            for c in clips:
+                if group[c["name"]] != src:
+                    continue
+                x, y = rows[c["name"]]
+                p, t = inner_gap(x[:n_face[c["name"]]] @ w + b), inner_gap(y[:n_face[c["name"]]])
+                if p.std() > 0 and t.std() > 0:
+                    corr.append(float(np.corrcoef(p, t)[0, 1]))
+                    ratio.append(float(t.std() / p.std()))
+        cv[lam] = {"gap_corr_median": float(np.median(corr)), "gain": float(np.median(ratio))}
+    lam = max(RIDGE_GRID, key=lambda k: cv[k]["gap_corr_median"])
+    w, b = ridge(np.concatenate([r[0] for r in rows.values()]), np.concatenate([r[1] for r in rows.values()]), lam)
+    head = model.features.lip_head
+    head.weight.data = torch.from_numpy(w.T.astype(np.float32)).to(head.weight)
+    head.bias.data = torch.from_numpy(b.astype(np.float32)).to(head.bias)
+    model.config.lip_gain = round(cv[lam]["gain"], 4)
+    model.config.audio_keypoints = True
+    silence = float(inner_gap(rows[clips[0]["name"]][0][-1:] @ w + b)[0]) * LIP_UNIT
+    return {"ridge_penalty": lam, "leave_one_source_out": {str(k): v for k, v in cv.items()},
+            "lip_gain": model.config.lip_gain, "silence_gap_change_d": silence}
 
 
 def main(argv=None) -> int:
@@ -516,6 +617,9 @@ def main(argv=None) -> int:
                     help="the reference's mouth area (taken from another frame): both lip hulls widened by this many d")
     ap.add_argument("--neutral-keypoints", action="store_true",
                     help="draw the clip's mean lip shape (at the frame's lip position) instead of the frame's keypoints")
+    ap.add_argument("--audio-keypoints", action="store_true",
+                    help="fit the lip predictor (ridge on the frozen audio vectors) and train the generator with the target "
+                         "frame's true keypoints; at inference the map is the mean lip shape plus the predicted deviation")
     ap.add_argument("--max-clips", type=int, default=None)
     ap.add_argument("--resume", type=Path, default=None,
                     help="a checkpoint folder of an earlier run (e.g. OUT/epoch3): skip stage A, go on with stage B")
@@ -532,11 +636,12 @@ def main(argv=None) -> int:
         return 2
     print(f"training on {len(train_clips)} clips, holding out {len(held_clips)} ({args.holdout_source})")
     model = (LipSyncNet.from_pretrained(args.resume) if args.resume else LipSyncNet(LipSyncConfig())).to(args.device)
-    if args.neutral_keypoints:
+    if args.neutral_keypoints or args.audio_keypoints:
         model.config.neutral_keypoints = True
         model.config.mean_lip_shape = mean_lip_shape(train_clips)
-    train = Sampler(train_clips, rng, model.config.neutral_keypoints, args.swap_grow)
-    held = (Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints, args.swap_grow)
+    true_kp = args.audio_keypoints
+    train = Sampler(train_clips, rng, model.config.neutral_keypoints, args.swap_grow, true_kp)
+    held = (Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints, args.swap_grow, true_kp)
             if held_clips else None)
     syncnet = SyncNet.from_pretrained(args.syncnet).to(args.device).eval()
     log: list = []
@@ -547,6 +652,12 @@ def main(argv=None) -> int:
     else:
         report["stage_a"] = train_stage_a(model, train, held, args, log)
         model.save_pretrained(args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
+    if args.audio_keypoints:
+        report["lip_predictor"] = fit_lip_predictor(model, train_clips)
+        if held_clips:
+            corr = opening_correlation(model, held_clips)
+            report["lip_predictor"]["held_gap_corr_median"] = float(np.median(corr)) if corr else float("nan")
+        tqdm.write(json.dumps(report["lip_predictor"]))
     report["stage_b"] = train_stage_b(model, syncnet, train, held, args, log)
     report["seconds"] = round(time.time() - t0, 1)
     model.save_pretrained(args.out / "final", metadata={"stages": ["A", "B"], "epochs": args.epochs,
@@ -566,11 +677,19 @@ def plot_report(report: dict, path: Path) -> None:
     fig = Figure(figsize=(12, 3.5))
     a = [r for r in report["log"] if r["stage"] == "A"]
     ax = fig.add_subplot(1, 3, 1)
-    ax.plot([r["loss"] for r in a], lw=0.5, label="loss")
-    held = [(r["step"], r["held_acc"]) for r in a if "held_acc" in r]
-    if held:
-        ax.plot(*zip(*held), "o-", label="held-out retrieval acc")
-    ax.set_title("stage A: feature agreement")
+    if a or "lip_predictor" not in report:
+        ax.plot([r["loss"] for r in a], lw=0.5, label="loss")
+        held = [(r["step"], r["held_acc"]) for r in a if "held_acc" in r]
+        if held:
+            ax.plot(*zip(*held), "o-", label="held-out retrieval acc")
+        ax.set_title("stage A: feature agreement")
+    else:  # a resumed run: show the lip predictor's penalty choice instead
+        cv = report["lip_predictor"]["leave_one_source_out"]
+        lams = sorted(cv, key=float)
+        ax.semilogx([float(k) for k in lams], [cv[k]["gap_corr_median"] for k in lams], "o-",
+                    label="left-out gap correlation (median)")
+        ax.set_title(f"lip predictor: ridge penalty (chosen {report['lip_predictor']['ridge_penalty']:g})")
+        ax.set_xlabel("penalty")
     ax.legend(fontsize=7)
     ep = report["stage_b"]
     ax = fig.add_subplot(1, 3, 2)
