@@ -90,9 +90,11 @@ def area_envelope_corr(track, fps: float, audio: np.ndarray) -> float:
     return float(np.corrcoef(area[ok], env[ok])[0, 1])
 
 
-def gap_corr(a: FaceTrack, b: FaceTrack) -> float:
-    """Correlation of two tracks' inner-lip gaps (over face height), frame by frame over their common length."""
-    x, y = a.lip_gap_ratio(), b.lip_gap_ratio()
+def gap_corr(a: FaceTrack | np.ndarray, b: FaceTrack | np.ndarray) -> float:
+    """Correlation of two inner-lip gap sequences (tracks, or gaps over face height), frame by frame over
+    their common length (both at the same frame rate)."""
+    x = a.lip_gap_ratio() if isinstance(a, FaceTrack) else np.asarray(a)
+    y = b.lip_gap_ratio() if isinstance(b, FaceTrack) else np.asarray(b)
     n = min(len(x), len(y))
     x, y = x[:n], y[:n]
     ok = np.isfinite(x) & np.isfinite(y)
@@ -219,6 +221,8 @@ def main(argv=None) -> int:
             ls.lipsync(face, silent_wav, silent_out, model)
             silent_track, _ = track_video(silent_out)
             real_track, fps = tracks[face.name], probe(face).fps
+            if abs(probe(driver).fps - fps) > 1e-3:  # the gap correlations pair frames by index
+                raise SystemExit(f"error: {face.name} and {driver.name} differ in frame rate")
             out_track, out_fps = track_video(out)
             own = read_audio(face, sr=SAMPLE_RATE)
             row = {"face": face.name, "driver": driver.name, "extension": result.extension,
@@ -229,7 +233,7 @@ def main(argv=None) -> int:
                    "area_envelope_corr": area_envelope_corr(out_track, out_fps, speech),
                    "real_area_envelope_corr": area_envelope_corr(real_track, fps, own),
                    "driver_gap_corr": gap_corr(out_track, tracks[driver.name]),
-                   "input_driver_gap_corr": gap_corr(real_track, tracks[driver.name]),
+                   "input_driver_gap_corr": gap_corr(real_track.lip_gap_ratio()[order], tracks[driver.name]),
                    "opening_std": float(np.nanstd(out_track.lip_gap_ratio())),
                    "real_opening_std": float(np.nanstd(real_track.lip_gap_ratio())),
                    "psnr_above_nose_db": psnr_above_nose(face, real_track, out, order),

@@ -12,9 +12,10 @@ sync discriminator (``models.syncnet``) sees at 96 x 48. One output frame t is m
   the mouth sits and, with ``audio_keypoints``, the shape it should take (spec step 4, "corrected
   with the mouth keypoints"). That shape is the clip's mean lip shape at the frame's lip position
   plus the deviation the **lip predictor** reads from the audio vector (a linear head, fitted by
-  ridge regression on the frozen audio vectors of the training clips, silence included, and scaled
-  by ``lip_gain`` so that its movement is as large as the real mouths'). The generator is trained
-  with the target frame's true keypoints, so it draws the mouth the map shows.
+  ridge regression on the frozen audio vectors of the training clips, silence included, smoothed
+  over frames and scaled by ``lip_gain`` so that its movement is as large as the real mouths'; never
+  more closed than its prediction for silence). The generator is trained with the target frame's
+  true keypoints, so it draws the mouth the map shows.
 
 Subnetworks (spec step 4 and training):
 
@@ -60,6 +61,7 @@ class LipSyncConfig:
     mean_lip_shape: list | None = None  # (40, 2) crop pixels: the training clips' average lip shape (for photos)
     audio_keypoints: bool = False  # the keypoint map adds the lip predictor's deviation (from the audio) to the mean shape
     lip_gain: float = 1.0  # the predicted deviation is multiplied by this (real movement std / predicted, on training clips)
+    lip_smooth_s: float = 0.0  # over a clip's frames, the predictions are smoothed by a Gaussian of this sigma (seconds)
 
 
 def _conv(cin, cout, k=3, s=1, p=1, norm=True):
@@ -175,22 +177,24 @@ class LipSyncNet(nn.Module):
         self.discriminator = Discriminator(c)
 
     @torch.no_grad()
-    def lip_deviation(self, mfcc: torch.Tensor) -> np.ndarray:
-        """MFCC windows (B, 13, 16) -> (B, 40, 2) float32 lip keypoint deviations from the mean shape, in crop
-        pixels: what the keypoint map adds with ``audio_keypoints``.
+    def predict_lip_deviation(self, mfcc: torch.Tensor, fps: float | None = None, batch: int = 256) -> np.ndarray:
+        """MFCC windows (B, 13, 16) -> (B, 40, 2) float32 lip keypoint deviations from the mean lip shape, in
+        crop pixels: what the keypoint map adds with ``audio_keypoints`` (run ``batch`` windows at a time).
 
-        The lip head's prediction is scaled by ``lip_gain`` about its prediction for silence (the closed
-        mouth), so silence stays exactly closed while speech opens the mouth as far as people do; a
-        prediction more closed than silence (pressed lips) is not scaled."""
+        With ``fps`` the windows are a clip's consecutive frames, and the lip head's predictions are smoothed
+        over them by ``lip_smooth_s``. They are then multiplied by ``lip_gain`` (a regression towards the
+        mean moves the mouth less than people do; the gain was measured as the spread ratio about the mean),
+        and wherever that would close the mouth further than the prediction for silence, the silent mouth is
+        used instead: lips cannot close past touching, and silence stays exactly closed."""
         def predict(x: torch.Tensor) -> np.ndarray:
             return self.features.predict_lips(self.features.audio_vector(x)).cpu().numpy()
 
-        dev = predict(mfcc)
-        closed = predict(torch.from_numpy(np.repeat(silence_column()[None, :, None], mfcc.shape[-1], axis=2)).to(mfcc))
-        move = dev - closed
-        gap = move[:, INNER_LOWER, 1] - move[:, INNER_UPPER, 1]
-        gain = np.where(gap > 0, self.config.lip_gain, 1.0)[:, None, None]
-        return ((closed + gain * move) * (LIP_UNIT * D_PIXELS)).astype(np.float32)
+        dev = np.concatenate([predict(mfcc[s:s + batch]) for s in range(0, len(mfcc), batch)]) if len(mfcc) \
+            else np.zeros((0, 40, 2), np.float32)
+        dev = self.config.lip_gain * smooth_frames(dev, self.config.lip_smooth_s * fps if fps else 0.0)
+        closed = predict(torch.from_numpy(silence_windows(1, mfcc.shape[-1])).to(mfcc))
+        dev = np.where((inner_gap(dev) < inner_gap(closed))[:, None, None], closed, dev)
+        return (dev * (LIP_UNIT * D_PIXELS)).astype(np.float32)
 
     @torch.no_grad()
     def generate(self, reference: torch.Tensor, mfcc: torch.Tensor) -> torch.Tensor:
@@ -217,6 +221,22 @@ class LipSyncNet(nn.Module):
             raise ValueError(f"weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}")
         model.training_metadata = raw.get("training", {})
         return model.eval()
+
+
+def inner_gap(points: np.ndarray) -> np.ndarray:
+    """(n, 40, 2) or (n, 80) lip keypoints or deviations (media.face.LIPS order) -> (n,) inner-lip gap
+    (lower minus upper inner lip, y)."""
+    p = np.asarray(points).reshape(len(points), 40, 2)
+    return p[:, INNER_LOWER, 1] - p[:, INNER_UPPER, 1]
+
+
+def smooth_frames(x: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """``x`` (n, ...) smoothed along its first axis (frames) by a Gaussian of ``sigma_frames`` (0: unchanged)."""
+    if sigma_frames <= 0 or len(x) < 2:
+        return x
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(x, sigma_frames, axis=0, mode="nearest")
 
 
 def keypoint_map(points: np.ndarray, size: tuple[int, int], sigma: float = 1.5) -> np.ndarray:
@@ -272,6 +292,11 @@ def silence_column() -> np.ndarray:
     col = np.zeros(13, np.float32)
     col[0] = (SILENCE_C0 - MFCC_C0_LOUDEST_FLOOR) / MFCC_C0_SCALE
     return col
+
+
+def silence_windows(n: int, frames: int = 16) -> np.ndarray:
+    """(n, 13, frames) float32: MFCC windows of silence."""
+    return np.repeat(np.repeat(silence_column()[None, :, None], frames, axis=2), n, axis=0).astype(np.float32)
 
 
 def lip_hull(points: np.ndarray, grow: float, feather: float = 2.0, size: tuple[int, int] = CROP) -> np.ndarray:

@@ -265,10 +265,9 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     deviation = None  # (n_out, 40, 2): the lip predictor's mouth shape per output frame, from the speech
     if model.config.audio_keypoints:
         t = time.perf_counter()
-        deviation = np.concatenate([model.lip_deviation(torch.from_numpy(windows[s:s + 256]))
-                                    for s in range(0, n_out, 256)])
+        deviation = model.predict_lip_deviation(torch.from_numpy(windows), fps)  # (n_out, 40, 2)
         timings["network"] += time.perf_counter() - t
-    if model.config.neutral_keypoints:
+    if model.config.neutral_keypoints or model.config.audio_keypoints:  # the predictor's deviation is from a mean shape
         if source == "photo" and model.config.mean_lip_shape is not None:
             # one frame has no mean of its own: the training clips' average shape, at the photo's lips
             mean_shape = np.asarray(model.config.mean_lip_shape, dtype=np.float32)
@@ -276,7 +275,7 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
             mean_shape = np.mean(keypoints[track.found], axis=0)
     frames = (image for _ in range(n_out)) if source == "photo" else _source_frames(face, order, fps)
     face_frames = 0
-    prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask)
+    prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask, base lip keypoints)
 
     def generate() -> Iterator[np.ndarray]:
         nonlocal face_frames

@@ -70,18 +70,18 @@ from media.mouth import gradient_map, mouth_blur_crop
 from models.lipsync import (
     CROP,
     D_PIXELS,
-    INNER_LOWER,
-    INNER_UPPER,
     LIP_UNIT,
     LipSyncConfig,
     LipSyncNet,
     generator_input,
+    inner_gap,
     keypoint_map,
     keypoints_for_input,
     lip_hull,
     mfcc_windows,
     normalize_mfcc,
-    silence_column,
+    silence_windows,
+    smooth_frames,
 )
 from models.syncnet import (
     CROP_SIZE,
@@ -300,7 +300,7 @@ class Sampler:
             ref_in.append(reference_input(clip, f, r, self.neutral_keypoints, self.swap_grow, self.true_keypoints))
             real.append(clip["real"][f])
             weight.append(1.0 + 4.0 * lip_hull(clip["keypoints"][f], 0.25))
-        audio = np.repeat(np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2), n, axis=0)
+        audio = silence_windows(n, SYNC_MEL_FRAMES)
         real = torch.from_numpy(np.stack(real)).permute(0, 3, 1, 2).float() / 255.0
         return (torch.from_numpy(np.stack(ref_in)), torch.from_numpy(audio.astype(np.float32)), real,
                 torch.from_numpy(np.stack(weight))[:, None])
@@ -405,9 +405,7 @@ def opening_correlation(model: LipSyncNet, clips: list[dict]) -> list[float]:
             continue
         pred = model.features.predict_lips(model.features.audio_vector(torch.from_numpy(mfcc_window(clip, frames))))
         pred = pred.cpu().numpy()
-        true = lip_deviation(clip, frames)
-        p = pred[:, INNER_LOWER, 1] - pred[:, INNER_UPPER, 1]
-        t = true[:, INNER_LOWER, 1] - true[:, INNER_UPPER, 1]
+        p, t = inner_gap(pred), inner_gap(lip_deviation(clip, frames))
         if p.std() > 0 and t.std() > 0:
             out.append(float(np.corrcoef(p, t)[0, 1]))
     return out
@@ -507,12 +505,13 @@ def evaluate_stage_b(model: LipSyncNet, syncnet: SyncNet, held: Sampler, args, w
             "held_cross_sync_driving": float(cos_driving.mean()), "held_cross_sync_original": float(cos_original.mean())}
 
 
-def with_predicted_keypoints(model: LipSyncNet, ref: torch.Tensor, base: np.ndarray, audio: torch.Tensor) -> torch.Tensor:
-    """``ref`` with its keypoint channel redrawn: each frame's base lip shape plus the lip predictor's deviation."""
-    points = base + model.lip_deviation(audio)
-    maps = np.stack([keypoint_map(p, CROP) for p in points])
+def with_predicted_keypoints(model: LipSyncNet, ref: torch.Tensor, base: np.ndarray, audio: torch.Tensor,
+                             fps: float = 25.0) -> torch.Tensor:
+    """``ref`` with its keypoint channel redrawn as at inference: each frame's base lip shape plus the lip
+    predictor's deviation, predicted (and smoothed) within each window of 5 consecutive frames."""
+    dev = np.concatenate([model.predict_lip_deviation(audio[s:s + 5], fps) for s in range(0, len(audio), 5)])
     out = ref.clone()
-    out[:, 4] = torch.from_numpy(maps).to(ref)
+    out[:, 4] = torch.from_numpy(np.stack([keypoint_map(p, CROP) for p in base + dev])).to(ref)
     return out
 
 
@@ -520,6 +519,7 @@ def with_predicted_keypoints(model: LipSyncNet, ref: torch.Tensor, base: np.ndar
 # the lip predictor (audio vector -> lip keypoint deviation)
 # --------------------------------------------------------------------------------------------
 RIDGE_GRID = (10.0, 100.0, 1000.0, 10000.0)
+SMOOTH_GRID = (0.0, 0.04, 0.08, 0.12, 0.16)  # s: Gaussian smoothing of the predictions over a clip's frames
 
 
 @torch.no_grad()
@@ -532,8 +532,7 @@ def lip_rows(model: LipSyncNet, clip: dict, silence_share: float = 0.05) -> tupl
     opening = clip["opening"][frames]
     closed = y[np.nan_to_num(opening, nan=np.inf) <= np.nanpercentile(opening, 10)].mean(0)
     n_sil = max(5, round(silence_share * len(frames)))
-    sil = np.repeat(silence_column()[None, :, None], SYNC_MEL_FRAMES, axis=2)
-    xs = model.features.audio_vector(torch.from_numpy(sil.astype(np.float32))).cpu().numpy()
+    xs = model.features.audio_vector(torch.from_numpy(silence_windows(1, model.config.mfcc_frames))).cpu().numpy()
     return np.concatenate([x, np.repeat(xs, n_sil, 0)]), np.concatenate([y, np.repeat(closed[None], n_sil, 0)])
 
 
@@ -545,17 +544,12 @@ def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndar
     return w, my - mx @ w
 
 
-def inner_gap(dev: np.ndarray) -> np.ndarray:
-    """(n, 80) or (n, 40, 2) deviations -> (n,) change of the inner-lip gap (lower minus upper lip, y)."""
-    d = dev.reshape(len(dev), 40, 2)
-    return d[:, INNER_LOWER, 1] - d[:, INNER_UPPER, 1]
-
-
 def fit_lip_predictor(model: LipSyncNet, clips: list[dict]) -> dict:
-    """Fit the lip head on the frozen audio vectors by ridge regression, choosing the penalty by leaving one
-    training source (one clip, with a single source) out at a time (median per-clip correlation of the predicted and the measured inner-lip
-    gap), and set ``lip_gain`` to the median ratio of real to predicted gap spread on the left-out predictions
-    (a regression towards the mean moves the mouth less than people do). Returns the fit's report."""
+    """Fit the lip head on the frozen audio vectors by ridge regression, choosing the penalty and the smoothing
+    of the predictions over frames by leaving one training source (one clip, with a single source) out at a
+    time (median per-clip correlation of the predicted and the measured inner-lip gap), and set ``lip_gain``
+    to the median ratio of real to predicted gap spread on the left-out predictions (a regression towards
+    the mean moves the mouth less than people do). Returns the fit's report."""
     rows = {c["name"]: lip_rows(model, c) for c in tqdm(clips, desc="lip predictor: audio vectors", unit="clip")}
     n_face = {c["name"]: int(c["found"].sum()) for c in clips}
     group = {c["name"]: c["source"] for c in clips}
@@ -565,28 +559,33 @@ def fit_lip_predictor(model: LipSyncNet, clips: list[dict]) -> dict:
         raise ValueError("the lip predictor needs at least two training clips")
     cv = {}
     for lam in RIDGE_GRID:
-        corr, ratio = [], []
+        preds = {}  # clip -> its left-out predictions, frames with a face
         for src in sorted(set(group.values())):
             fit = [c["name"] for c in clips if group[c["name"]] != src]
             w, b = ridge(np.concatenate([rows[k][0] for k in fit]), np.concatenate([rows[k][1] for k in fit]), lam)
             for c in clips:
-                if group[c["name"]] != src:
-                    continue
-                x, y = rows[c["name"]]
-                p, t = inner_gap(x[:n_face[c["name"]]] @ w + b), inner_gap(y[:n_face[c["name"]]])
+                if group[c["name"]] == src:
+                    preds[c["name"]] = rows[c["name"]][0][:n_face[c["name"]]] @ w + b
+        for smooth in SMOOTH_GRID:
+            corr, ratio = [], []
+            for c in clips:
+                p = inner_gap(smooth_frames(preds[c["name"]], smooth * c["fps"]))
+                t = inner_gap(rows[c["name"]][1][:n_face[c["name"]]])
                 if p.std() > 0 and t.std() > 0:
                     corr.append(float(np.corrcoef(p, t)[0, 1]))
                     ratio.append(float(t.std() / p.std()))
-        cv[lam] = {"gap_corr_median": float(np.median(corr)), "gain": float(np.median(ratio))}
-    lam = max(RIDGE_GRID, key=lambda k: cv[k]["gap_corr_median"])
+            cv[(lam, smooth)] = {"gap_corr_median": float(np.median(corr)), "gain": float(np.median(ratio))}
+    lam, smooth = max(cv, key=lambda k: cv[k]["gap_corr_median"])
     w, b = ridge(np.concatenate([r[0] for r in rows.values()]), np.concatenate([r[1] for r in rows.values()]), lam)
     head = model.features.lip_head
     head.weight.data = torch.from_numpy(w.T.astype(np.float32)).to(head.weight)
     head.bias.data = torch.from_numpy(b.astype(np.float32)).to(head.bias)
-    model.config.lip_gain = round(cv[lam]["gain"], 4)
+    model.config.lip_gain = round(cv[(lam, smooth)]["gain"], 4)
+    model.config.lip_smooth_s = smooth
     model.config.audio_keypoints = True
     silence = float(inner_gap(rows[clips[0]["name"]][0][-1:] @ w + b)[0]) * LIP_UNIT
-    return {"ridge_penalty": lam, "leave_one_source_out": {str(k): v for k, v in cv.items()},
+    return {"ridge_penalty": lam, "smooth_s": smooth,
+            "leave_one_source_out": [{"penalty": k[0], "smooth_s": k[1], **v} for k, v in cv.items()],
             "lip_gain": model.config.lip_gain, "silence_gap_change_d": silence}
 
 
@@ -685,10 +684,14 @@ def plot_report(report: dict, path: Path) -> None:
         ax.set_title("stage A: feature agreement")
     else:  # a resumed run: show the lip predictor's penalty choice instead
         cv = report["lip_predictor"]["leave_one_source_out"]
-        lams = sorted(cv, key=float)
-        ax.semilogx([float(k) for k in lams], [cv[k]["gap_corr_median"] for k in lams], "o-",
-                    label="left-out gap correlation (median)")
-        ax.set_title(f"lip predictor: ridge penalty (chosen {report['lip_predictor']['ridge_penalty']:g})")
+        if isinstance(cv, dict):  # reports before the smoothing choice: {penalty: scores}
+            cv = [{"penalty": float(k), "smooth_s": 0.0, **v} for k, v in cv.items()]
+        for smooth in sorted({r["smooth_s"] for r in cv}):
+            pts = sorted((r["penalty"], r["gap_corr_median"]) for r in cv if r["smooth_s"] == smooth)
+            ax.semilogx(*zip(*pts), "o-", label=f"smoothing {smooth:g} s")
+        chosen = report["lip_predictor"]
+        ax.set_title(f"lip predictor, left-out gap corr. (chosen {chosen['ridge_penalty']:g}, "
+                     f"{chosen.get('smooth_s', 0.0):g} s)", fontsize=9)
         ax.set_xlabel("penalty")
     ax.legend(fontsize=7)
     ep = report["stage_b"]
