@@ -320,15 +320,13 @@ def generator_input(blur_crop: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
                            keypoint_map(keypoints, (blur_crop.shape[1], blur_crop.shape[0]))[None]]).astype(np.float32)
 
 
-def keypoints_for_input(keypoints: np.ndarray, mean_shape: np.ndarray | None,
-                        deviation: np.ndarray | None = None) -> np.ndarray:
+def keypoints_for_input(keypoints: np.ndarray, mean_shape: np.ndarray | None) -> np.ndarray:
     """The keypoints drawn into the generator's input: the frame's own, or, with ``mean_shape`` (the clip's
     mean lip keypoints), that mean shape moved to the frame's lip centroid, so the map says where the
-    mouth is but not how open it is; plus ``deviation`` ((40, 2) crop pixels, the lip predictor's) if given."""
+    mouth is but not how open it is (with ``audio_keypoints``, the lip predictor's deviation is added)."""
     if mean_shape is None:
         return keypoints
-    out = mean_shape - np.nanmean(mean_shape, axis=0) + np.nanmean(keypoints, axis=0)
-    return out if deviation is None else out + deviation
+    return mean_shape - np.nanmean(mean_shape, axis=0) + np.nanmean(keypoints, axis=0)
 
 
 def mfcc_windows(mfcc_norm: np.ndarray, frames: np.ndarray, fps: float) -> np.ndarray:
