@@ -182,6 +182,19 @@ def speech_rows(clips: list[Path], speech: list[Path], model, syncnet, tmp: Path
     return rows
 
 
+def medians(rows: list[dict], keys, prefix: str = "") -> dict:
+    """{prefix + key + "_median": the median of ``key`` over ``rows`` (NaN left out)} for each key; the sync
+    confidence keeps the name it always had (``sync_confidence_median``)."""
+    name = {"confidence": "sync_confidence", "real_confidence": "real_sync_confidence"}
+    return {f"{prefix}{name.get(k, k)}_median": float(np.nanmedian([r[k] for r in rows])) for k in keys}
+
+
+def within_1(rows: list[dict], field: str = "", prefix: str = "") -> dict:
+    """The share of ``rows`` whose (``field``-prefixed) Sync check offset is within +/-1 frame."""
+    key = f"{prefix}{field}offset_within_1_frame" if field else f"{prefix}sync_offset_within_1_frame"
+    return {key: float(np.mean([abs(r[f"{field}offset_frames"]) <= 1 for r in rows]))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", type=Path, default=Path(os.environ.get("AVSTUDIO_MEDIA", "../shared/media")))
@@ -249,46 +262,22 @@ def main(argv=None) -> int:
         photos = sorted((args.media / "faces").glob("*"))[::args.photo_step] if args.photo_step > 0 else []
         prows = photo_rows(photos, clips, silent_wav, model, tmp, tracks)
     measured = [r for r in prows if "error" not in r]
-    summary = {} if not rows else {
-        "cases": len(rows),
-        "sync_offset_within_1_frame": float(np.mean([abs(r["offset_frames"]) <= 1 for r in rows])),
-        "sync_confidence_median": float(np.median([r["confidence"] for r in rows])),
-        "real_sync_confidence_median": float(np.median([r["real_confidence"] for r in rows])),
-        "real_offset_within_1_frame": float(np.mean([abs(r["real_offset_frames"]) <= 1 for r in rows])),
-        "opening_loudness_corr_median": float(np.nanmedian([r["opening_loudness_corr"] for r in rows])),
-        "real_opening_loudness_corr_median": float(np.nanmedian([r["real_opening_loudness_corr"] for r in rows])),
-        "area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in rows])),
-        "real_area_envelope_corr_median": float(np.nanmedian([r["real_area_envelope_corr"] for r in rows])),
-        "driver_gap_corr_median": float(np.nanmedian([r["driver_gap_corr"] for r in rows])),
-        "input_driver_gap_corr_median": float(np.nanmedian([r["input_driver_gap_corr"] for r in rows])),
-        "opening_std_median": float(np.nanmedian([r["opening_std"] for r in rows])),
-        "real_opening_std_median": float(np.nanmedian([r["real_opening_std"] for r in rows])),
-        "psnr_above_nose_db_min": float(np.nanmin([r["psnr_above_nose_db"] for r in rows])),
-        "psnr_above_nose_db_median": float(np.nanmedian([r["psnr_above_nose_db"] for r in rows])),
-        "silent_gap_p90_median": float(np.nanmedian([r["silent_gap_p90"] for r in rows])),
-        "silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in rows])),
-        "real_gap_p90_median": float(np.nanmedian([r["real_gap_p90"] for r in rows])),
-    }
+    summary = {}
+    if rows:
+        summary.update({"cases": len(rows), **within_1(rows), **within_1(rows, "real_"), **medians(rows, (
+            "confidence", "real_confidence", "opening_loudness_corr", "real_opening_loudness_corr", "area_envelope_corr",
+            "real_area_envelope_corr", "driver_gap_corr", "input_driver_gap_corr", "opening_std", "real_opening_std",
+            "psnr_above_nose_db", "silent_gap_p90", "real_gap_p90")),
+            "psnr_above_nose_db_min": float(np.nanmin([r["psnr_above_nose_db"] for r in rows])),
+            "silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in rows]))})
     if srows:
-        summary.update({
-            "speech_cases": len(srows),
-            "speech_sync_offset_within_1_frame": float(np.mean([abs(r["offset_frames"]) <= 1 for r in srows])),
-            "speech_sync_confidence_median": float(np.median([r["confidence"] for r in srows])),
-            "speech_opening_loudness_corr_median": float(np.nanmedian([r["opening_loudness_corr"] for r in srows])),
-            "speech_area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in srows])),
-            "speech_opening_std_median": float(np.nanmedian([r["opening_std"] for r in srows])),
-        })
+        summary.update({"speech_cases": len(srows), **within_1(srows, prefix="speech_"), **medians(srows, (
+            "confidence", "opening_loudness_corr", "area_envelope_corr", "opening_std"), "speech_")})
     if measured:
-        summary.update({
-            "photos": len(measured), "photos_without_face": len(prows) - len(measured),
-            "photo_opening_loudness_corr_median": float(np.nanmedian([r["opening_loudness_corr"] for r in measured])),
-            "photo_area_envelope_corr_median": float(np.nanmedian([r["area_envelope_corr"] for r in measured])),
-            "photo_driver_gap_corr_median": float(np.nanmedian([r["driver_gap_corr"] for r in measured])),
-            "photo_opening_std_median": float(np.nanmedian([r["opening_std"] for r in measured])),
-            "photo_silent_gap_p90_median": float(np.nanmedian([r["silent_gap_p90"] for r in measured])),
+        summary.update({"photos": len(measured), "photos_without_face": len(prows) - len(measured), **medians(measured, (
+            "opening_loudness_corr", "area_envelope_corr", "driver_gap_corr", "opening_std", "silent_gap_p90"), "photo_"),
             "photo_silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in measured])),
-            "photo_own_gap_median": float(np.nanmedian([r["photo_gap"] for r in measured])),
-        })
+            "photo_own_gap_median": float(np.nanmedian([r["photo_gap"] for r in measured]))})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "summary": summary, "per_clip": rows,
                                          "per_speech_recording": srows, "per_photo": prows}, indent=1))

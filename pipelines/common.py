@@ -42,6 +42,29 @@ def check_files(paths, error_cls: type[Exception]) -> None:
             raise error_cls(f"'{p.name}' is empty")
 
 
+def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[Exception], what: str = "audio"):
+    """The mono audio of ``path`` at ``sr``, or ``error_cls`` with one clear message: unreadable, no audio
+    track, or longer than ``max_seconds`` (refused from the container's duration before decoding it all,
+    then checked on the decoded length)."""
+    from pathlib import Path
+
+    from media.io import MediaError, probe, read_audio
+
+    path = Path(path)
+    try:
+        info = probe(path)
+        if not info.has_audio:
+            raise error_cls(f"'{path.name}' has no audio track")
+        if info.duration > max_seconds + 1:
+            raise error_cls(f"the {what} is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
+        wave = read_audio(path, sr=sr)
+    except MediaError as err:
+        raise error_cls(f"the {what} could not be read: {err}") from err
+    if len(wave) / sr > max_seconds:
+        raise error_cls(f"the {what} is {len(wave) / sr:.0f} s long; the limit is {max_seconds:.0f} s")
+    return wave
+
+
 @lru_cache(maxsize=8)
 def load_pretrained(model_cls, dir_or_repo: str, error_cls: type[Exception], what: str):
     """``model_cls.from_pretrained(dir_or_repo)``, once per process; any failure (missing folder, offline

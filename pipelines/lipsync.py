@@ -63,6 +63,7 @@ from pipelines.common import (
     cli_error,
     cli_progress,
     load_pretrained,
+    read_audio_within,
 )
 
 PHOTO_FPS = 25.0
@@ -204,14 +205,12 @@ def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds:
     face, audio = Path(face), Path(audio)
     check_files((face, audio), LipSyncError)
     say(0.0, "reading the speech")
+    speech = read_audio_within(audio, SAMPLE_RATE, max_seconds, LipSyncError, "speech")
     try:
-        speech = read_audio(audio, sr=SAMPLE_RATE)
         speech_out = read_audio(audio, sr=OUTPUT_SR)
     except MediaError as err:
         raise LipSyncError(f"the speech could not be read: {err}") from err
     duration = len(speech) / SAMPLE_RATE
-    if duration > max_seconds:
-        raise LipSyncError(f"the speech is {duration:.0f} s long; the limit is {max_seconds:.0f} s")
 
     if is_photo(face):
         source = "photo"

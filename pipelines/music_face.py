@@ -33,7 +33,7 @@ import numpy as np
 
 from media.face import face_in_image, lip_gap
 from media.features import is_silent
-from media.io import MediaError, probe, read_audio, read_image, write_video
+from media.io import MediaError, read_audio, read_image, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
 from models.audio_encoder import DEFAULT_WEIGHTS as ENCODER_WEIGHTS
 from models.audio_encoder import SAMPLE_RATE, AudioAutoencoder, frame_weights
@@ -46,6 +46,7 @@ from pipelines.common import (
     cli_progress,
     env_float,
     load_pretrained,
+    read_audio_within,
 )
 
 OUTPUT_SR = 48000
@@ -169,18 +170,8 @@ def music_face(face, audio, out_path, expression: str | dict[str, float] = "smil
     if n_faces > 1:
         notes.append(f"{n_faces} faces were found; the largest one moves.")
     say(0.05, "reading the audio")
-    try:
-        info = probe(audio)
-        if not info.has_audio:
-            raise MusicFaceError(f"'{audio.name}' has no audio track")
-        if info.duration > max_seconds + 1:  # refused before decoding all of it
-            raise MusicFaceError(f"the audio is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
-        music = read_audio(audio, sr=SAMPLE_RATE)
-    except MediaError as err:
-        raise MusicFaceError(f"the audio could not be read: {err}") from err
+    music = read_audio_within(audio, SAMPLE_RATE, max_seconds, MusicFaceError)
     duration = len(music) / SAMPLE_RATE
-    if duration > max_seconds:
-        raise MusicFaceError(f"the audio is {duration:.0f} s long; the limit is {max_seconds:.0f} s")
     n_frames = int(np.floor(duration * fps + 1e-6))
     if n_frames < 1:
         raise MusicFaceError(f"the audio is {duration * 1000:.0f} ms long, shorter than one frame at {fps:g} fps")
