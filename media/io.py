@@ -48,8 +48,12 @@ import av
 import numpy as np
 import soundfile as sf
 
+from media.errors import AVStudioError
+
 __all__ = [
     "MediaError",
+    "fit_within",
+    "fitted_size",
     "MediaInfo",
     "iter_audio_chunks",
     "iter_video_frames",
@@ -72,7 +76,7 @@ _SMPTE170M = 6
 _LIMITED_RANGE = 1
 
 
-class MediaError(ValueError):
+class MediaError(AVStudioError):
     """A media file cannot be read or written; the message is meant for end users."""
 
 
@@ -516,6 +520,24 @@ def read_image(path: PathLike) -> np.ndarray:
             return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
     except (UnidentifiedImageError, OSError) as err:
         raise MediaError(f"'{_name(path)}' is not a readable image: {err}") from err
+
+
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so that neither side exceeds ``max_side`` (aspect kept, even numbers for video
+    encoders); the size itself when it already fits."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, 2 * round(width * scale / 2)), max(2, 2 * round(height * scale / 2))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` scaled down (area interpolation) so that neither side exceeds ``max_side``; itself if it fits."""
+    import cv2
+
+    h, w = image.shape[:2]
+    size = fitted_size(w, h, max_side)
+    return image if size == (w, h) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def write_audio(path: PathLike, audio: np.ndarray, sr: int) -> None:

@@ -1,40 +1,179 @@
-"""What the pipelines share: limits read from the environment, and the CLI progress bar."""
+"""The one shape every pipeline has. A new pipeline copies it.
+
+* **Call**: ``run(inputs..., *, out_path, model=None, max_seconds=None, progress=None, **options)``.
+  ``model`` is what the pipeline's ``load_model(dir_or_repo=None)`` returns (loaded once per process);
+  ``max_seconds=None`` means the ``AVSTUDIO_MAX_SECONDS`` setting; ``progress(fraction, step)`` is called
+  as the work advances, with ``step`` a short phrase that changes once per step.
+* **Output**: a dataclass derived from :class:`PipelineOutput` (``output_path``, ``duration_s``,
+  ``timings``, ``notes``, ``problem``, ``summary()``, ``message()``).
+* **Errors**: input the pipeline cannot use raises a subclass of :class:`AVStudioError` whose message is
+  meant for the user. The app and the CLIs catch that class only.
+* **CLI**: ``python -m pipelines.NAME INPUTS... [--out OUT] [--model DIR_OR_HUB_ID] [--max-seconds S]
+  [--json]`` through :func:`run_cli`: the result's message on stdout (with ``--json``: one JSON object as
+  the last stdout line), progress and errors on stderr, exit status 2 for bad input.
+
+Settings come from ``AVSTUDIO_*`` environment variables (:func:`settings`); a bad value is refused
+with one clear line.
+"""
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
 import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from media.errors import AVStudioError
+
+__all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
+           "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_audio_within",
+           "load_pretrained", "timed", "run_cli"]
+
+Progress = Callable[[float, str], None]
+MODELS = Path(__file__).resolve().parents[1] / "models" / "weights"
 
 
-def env_float(name: str, default: float) -> float:
-    """A number from the environment, or ``default`` (with a warning) when it is unset or not a number."""
+class SettingsError(AVStudioError):
+    """An ``AVSTUDIO_*`` environment variable has a value AV Studio cannot use."""
+
+
+class ModelLoadError(AVStudioError):
+    """A model folder or Hub repo id could not be loaded."""
+
+
+# ------------------------------------------------------------------------------------------------
+# settings
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """What the environment may change. Each field's variable is ``AVSTUDIO_`` + its name in capitals."""
+
+    max_seconds: float = 120.0  # longest clip or recording a pipeline accepts
+    max_upload_mb: float = 200.0  # largest upload the app accepts
+    max_side: int = 1920  # longer picture sides (photos, video frames) are scaled down to this
+    queue_size: int = 16  # requests waiting in the app's queue before new ones are turned away
+    sync_check: str = str(MODELS / "syncnet")  # Sync check's discriminator: a folder or Hub repo id
+    lipsync: str = str(MODELS / "lipsync")  # the lip-sync network
+    music_face: str = str(MODELS)  # Music to face: a folder holding audio_encoder/ and face_controls/
+
+
+# read by the tests and benchmarks, not by the pipelines
+OTHER_VARIABLES = {"AVSTUDIO_MEDIA", "AVSTUDIO_REQUIRE_MEDIA"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _parse(name: str, raw: str, kind: type, low: float):
     try:
-        return float(os.environ.get(name, default))
+        value = kind(raw)
     except ValueError:
-        print(f"warning: {name}={os.environ[name]!r} is not a number; using {default}", file=sys.stderr)
-        return default
+        raise SettingsError(f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not value >= low:
+        raise SettingsError(f"{name}={raw!r} must be at least {low:g}")
+    return value
 
 
-DEFAULT_MAX_SECONDS = env_float("AVSTUDIO_MAX_SECONDS", 120)
+def _model_location(name: str, raw: str) -> str:
+    if Path(raw).is_dir() or (_HUB_ID.match(raw) and not Path(raw).exists()):
+        return raw
+    raise SettingsError(f"{name}={raw!r} is neither a model folder nor a Hugging Face Hub repo id (owner/name)")
 
 
-def cli_progress(desc: str):
-    """(bar, callback): a tqdm bar on stderr in percent and a ``callback(fraction, message)`` that moves it."""
-    from tqdm import tqdm
+def read_settings(environ=None) -> Settings:
+    """The settings from ``environ`` (default ``os.environ``); SettingsError names the first bad variable."""
+    environ = os.environ if environ is None else environ
+    known = {f"AVSTUDIO_{f.name.upper()}": f for f in fields(Settings)}
+    unknown = sorted(k for k in environ if k.startswith("AVSTUDIO_") and k not in known and k not in OTHER_VARIABLES)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]}; known: {', '.join(sorted(known))}")
+    values = {}
+    for name, f in known.items():
+        if name not in environ:
+            continue
+        raw = environ[name].strip()
+        if f.type == "float":
+            values[f.name] = _parse(name, raw, float, 1e-3)
+        elif f.type == "int":
+            values[f.name] = _parse(name, raw, int, 64 if f.name == "max_side" else 1)
+        else:
+            values[f.name] = _model_location(name, raw)
+    return Settings(**values)
 
-    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr)
 
-    def progress(frac: float, msg: str) -> None:
-        bar.set_description(msg)
-        bar.update(max(0, int(frac * 100) - bar.n))
-
-    return bar, progress
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return read_settings()
 
 
-def check_files(paths, error_cls: type[Exception]) -> None:
+def resolve_max_seconds(max_seconds: float | None) -> float:
+    """``max_seconds``, or the AVSTUDIO_MAX_SECONDS setting when it is None."""
+    return settings().max_seconds if max_seconds is None else float(max_seconds)
+
+
+# ------------------------------------------------------------------------------------------------
+# output
+# ------------------------------------------------------------------------------------------------
+def _plain(value):
+    """JSON-ready copy: floats rounded to 4 decimals, numpy scalars and arrays as Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return round(float(value), 4)
+    return value
+
+
+@dataclass(kw_only=True)
+class PipelineOutput:
+    """What every pipeline returns. Subclasses add their own fields (those with ``repr=False`` are
+    per-frame arrays, left out of :meth:`summary`) and write :meth:`message`."""
+
+    output_path: str | None = None  # the file written (None when nothing was asked or could be written)
+    duration_s: float = 0.0  # length of the input that was processed, or of the output written
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step, and "total"
+    notes: list[str] = field(default_factory=list)  # things the user should know (scaled down, several faces)
+    problem: str | None = None  # a part that was asked for and could not be done; the rest of the result stands
+
+    def summary(self, paths: bool = True) -> dict:
+        """JSON-ready fields. ``paths=False`` keeps only file names (for results shown in a browser)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.repr}
+        if not paths and out.get("output_path"):
+            out["output_path"] = Path(out["output_path"]).name
+        return out
+
+    def message(self) -> str:
+        """One paragraph for the user."""
+        raise NotImplementedError
+
+
+@contextmanager
+def timed(timings: dict[str, float], step: str):
+    """Add the seconds the block takes to ``timings[step]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------------------------
+# input checks shared by the pipelines
+# ------------------------------------------------------------------------------------------------
+def check_files(paths, error_cls: type[AVStudioError]) -> None:
     """Raise ``error_cls`` with a clear message for a path that does not exist or is empty."""
-    from pathlib import Path
-
     for p in map(Path, paths):
         if not p.is_file():
             raise error_cls(f"'{p.name}' does not exist")
@@ -42,12 +181,24 @@ def check_files(paths, error_cls: type[Exception]) -> None:
             raise error_cls(f"'{p.name}' is empty")
 
 
-def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[Exception], what: str = "audio"):
+def prepare_out_path(out_path, error_cls: type[AVStudioError], suffixes=(".mp4",)) -> Path:
+    """``out_path`` as a Path with its folder created; refused unless it ends in one of ``suffixes``."""
+    if out_path is None:
+        raise error_cls("give the output file (out_path)")
+    out = Path(out_path)
+    if out.suffix.lower() not in suffixes:
+        raise error_cls(f"the output must be a {' or '.join(suffixes)} file, got '{out.name}'")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise error_cls(f"cannot create the output folder '{out.parent}': {err.strerror}") from err
+    return out
+
+
+def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[AVStudioError], what: str = "audio"):
     """The mono audio of ``path`` at ``sr``, or ``error_cls`` with one clear message: unreadable, no audio
     track, or longer than ``max_seconds`` (refused from the container's duration before decoding it all,
     then checked on the decoded length)."""
-    from pathlib import Path
-
     from media.io import MediaError, probe, read_audio
 
     path = Path(path)
@@ -66,22 +217,80 @@ def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[Excepti
 
 
 @lru_cache(maxsize=8)
-def load_pretrained(model_cls, dir_or_repo: str, error_cls: type[Exception], what: str):
-    """``model_cls.from_pretrained(dir_or_repo)``, once per process; any failure (missing folder, offline
-    Hub, wrong files) becomes one clear ``error_cls`` message naming ``what`` was being loaded."""
+def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None = None):
+    """``model_cls.from_pretrained(dir_or_repo, subfolder=...)``, once per process; any failure (missing
+    folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded."""
     try:
-        return model_cls.from_pretrained(dir_or_repo)
+        if subfolder is None:
+            return model_cls.from_pretrained(dir_or_repo)
+        if Path(dir_or_repo).is_dir():
+            return model_cls.from_pretrained(Path(dir_or_repo) / subfolder)
+        return model_cls.from_pretrained(dir_or_repo, subfolder=subfolder)
     except Exception as err:
-        raise error_cls(f"could not load the {what} '{dir_or_repo}': {type(err).__name__}: {err}") from err
+        where = f"'{dir_or_repo}'" + (f" (subfolder {subfolder})" if subfolder else "")
+        raise ModelLoadError(f"could not load the {what} {where}: {type(err).__name__}: {err}") from err
 
 
-def cli_error(bar, err: Exception, as_json: bool) -> int:
-    """Close the progress bar, print ``error: ...`` on stderr (and ``{"error": ...}`` as the last stdout
-    line with ``--json``) and return the CLI's exit status for bad input, 2."""
-    import json
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+class CliProgress:
+    """A ``progress(fraction, step)`` for CLIs: a tqdm bar when stderr is a terminal; otherwise one line
+    per step (when the step's phrase changes), so logs are not flooded."""
 
-    bar.close()
-    print(f"error: {err}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"error": str(err)}))
-    return 2
+    def __init__(self, name: str, stream=None):
+        self.stream = stream or sys.stderr
+        self.name = name
+        self.last = None
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=name, unit="%", file=self.stream)
+
+    def __call__(self, fraction: float, step: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(step)
+            self.bar.update(max(0, int(fraction * 100) - self.bar.n))
+        elif step != self.last:
+            print(f"{self.name}: {int(fraction * 100):3d}% {step}", file=self.stream, flush=True)
+        self.last = step
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_cli(argv, *, name: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+            run: Callable[[argparse.Namespace, Progress], PipelineOutput], out_help: str,
+            out_required: bool = True) -> int:
+    """The CLI of every pipeline: its own arguments (``add_arguments``), then the shared ``--out``,
+    ``--model``, ``--max-seconds`` and ``--json``; ``run(args, progress)`` does the work. Returns the exit
+    status: 0, or 2 for bad input (and when the result reports a ``problem``)."""
+    ap = argparse.ArgumentParser(prog=f"python -m pipelines.{name}", description=description)
+    add_arguments(ap)
+    ap.add_argument("--out", required=out_required, help=out_help)
+    ap.add_argument("--model", default=None,
+                    help=f"model folder or Hugging Face Hub repo id (default: the bundled one, or AVSTUDIO_{name.upper()})")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="longest input accepted, in seconds (default: AVSTUDIO_MAX_SECONDS, 120)")
+    ap.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    args = ap.parse_args(argv)
+    progress = CliProgress(name.replace("_", " "))
+    try:
+        settings()
+        result = run(args, progress)
+    except AVStudioError as err:
+        progress.close()
+        print(f"error: {err}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": str(err)}))
+        return 2
+    progress.close()
+    print(result.message())
+    if args.json:
+        print(json.dumps(result.summary()))
+    if result.problem:
+        print(f"error: {result.problem}", file=sys.stderr)
+        return 2
+    return 0

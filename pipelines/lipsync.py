@@ -4,21 +4,20 @@ Per output frame: the face's mouth-blur image, gradient map and mouth keypoints 
 in the aligned lower-face crop, and the MFCC of the 0.2 s of speech centred on the frame, go
 through the bundled network (``models.lipsync``); the generated mouth is pasted back into the
 full-resolution frame with a soft mask around the lips (the keypoints fix where). The output has
-the input's resolution and frame rate and lasts as long as the speech: a shorter video is
-extended by ping-pong looping (forward, backward, forward, ...), a longer one is cut, a photo is
-held. Frames without a face pass through unchanged; with several faces the largest one speaks.
-Video is streamed: memory holds the face landmarks and a small batch of frames, not the video.
+the input's frame rate and resolution (longer sides scaled down to AVSTUDIO_MAX_SIDE) and lasts as
+long as the speech: a shorter video is extended by ping-pong looping (forward, backward, forward,
+...), a longer one is cut, a photo is held. Frames without a face pass through unchanged; with
+several faces the largest one speaks. Video is streamed: memory holds the face landmarks and a
+small batch of frames, not the video.
 
-    python -m pipelines.lipsync --face FACE --audio SPEECH --out OUT.mp4 [--model DIR_OR_HUB_ID]
+    python -m pipelines.lipsync FACE SPEECH --out OUT.mp4 [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,7 +28,6 @@ from media.face import (
     LIPS,
     FaceTrack,
     FaceTracker,
-    NoFaceError,
     crop_landmarks,
     crop_transform,
     face_in_image,
@@ -39,6 +37,8 @@ from media.features import SAMPLE_RATE, is_silent, mfcc
 from media.io import (
     IMAGE_SUFFIXES,
     MediaError,
+    fit_within,
+    fitted_size,
     iter_video_frames,
     probe,
     read_audio,
@@ -48,7 +48,6 @@ from media.io import (
 from media.mouth import gradient_map, mouth_blur, mouth_blur_crop, mouth_keypoints
 from models.lipsync import (
     CROP,
-    DEFAULT_WEIGHTS,
     LipSyncNet,
     generator_input,
     keypoint_map,
@@ -58,12 +57,17 @@ from models.lipsync import (
     normalize_mfcc,
 )
 from pipelines.common import (
-    DEFAULT_MAX_SECONDS,
+    AVStudioError,
+    PipelineOutput,
+    Progress,
     check_files,
-    cli_error,
-    cli_progress,
     load_pretrained,
+    prepare_out_path,
     read_audio_within,
+    resolve_max_seconds,
+    run_cli,
+    settings,
+    timed,
 )
 
 PHOTO_FPS = 25.0
@@ -73,31 +77,22 @@ PASTE_FEATHER = 4.0
 BATCH = 16
 
 
-
-
-class LipSyncError(ValueError):
+class LipSyncError(AVStudioError):
     """Input the lip-sync pipeline cannot use; the message is meant for the user."""
 
 
-@dataclass
-class LipSyncResult:
-    path: str
+@dataclass(kw_only=True)
+class LipSyncResult(PipelineOutput):
+    """The lip-synced video at ``output_path``: as long as the speech, at the face's frame rate."""
+
     fps: float
     n_frames: int
     width: int
     height: int
-    duration: float
     source: str  # "photo" or "video"
     extension: str  # how the picture was fitted to the speech: "held", "cut", "ping-pong", "as is"
     face_frames: int  # output frames with a generated mouth
     silent_audio: bool
-    timings: dict = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        return {"output": self.path, "fps": round(self.fps, 3), "n_frames": self.n_frames, "width": self.width,
-                "height": self.height, "duration": round(self.duration, 3), "source": self.source,
-                "extension": self.extension, "face_frames": self.face_frames, "silent_audio": self.silent_audio,
-                "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
     def message(self) -> str:
         fitted = {"held": "the photo is held for the whole speech",
@@ -105,13 +100,14 @@ class LipSyncResult:
                   "ping-pong": "the video was shorter than the speech and is extended by playing it forward and back",
                   "as is": "the video and the speech have the same length"}[self.extension]
         extra = " The speech is silent, so the mouth stays closed." if self.silent_audio else ""
-        return (f"{self.n_frames} frames at {self.fps:g} fps ({self.duration:.1f} s, {self.width}x{self.height}); "
-                f"{fitted}; mouth generated on {self.face_frames} frames.{extra}")
+        return " ".join([f"{self.n_frames} frames at {self.fps:g} fps ({self.duration_s:.1f} s, {self.width}x{self.height}); "
+                         f"{fitted}; mouth generated on {self.face_frames} frames.{extra}", *self.notes])
 
 
-def load_model(dir_or_repo: str = str(DEFAULT_WEIGHTS)) -> LipSyncNet:
-    """The model, loaded once per process (bundled weights unless a folder or Hub repo id is given)."""
-    return load_pretrained(LipSyncNet, str(dir_or_repo), LipSyncError, "lip-sync model")
+def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
+    """The network, loaded once per process: the bundled one, AVSTUDIO_LIPSYNC, or ``dir_or_repo`` (a folder
+    or Hugging Face Hub repo id)."""
+    return load_pretrained(LipSyncNet, str(dir_or_repo or settings().lipsync), "lip-sync model")
 
 
 def is_photo(path) -> bool:
@@ -135,9 +131,11 @@ def pingpong_index(k: np.ndarray, n: int) -> np.ndarray:
     return np.where(p < n, p, period - p)
 
 
-def _source_frames(path, order: np.ndarray, fps: float, chunk: int = 48) -> Iterator[np.ndarray]:
-    """Frames of ``path`` in the order ``order`` (runs of +1 or -1 steps), streamed: forward runs decode
-    straight through, backward runs decode chunks of ``chunk`` frames and play them reversed."""
+def _source_frames(path, order: np.ndarray, fps: float, size: tuple[int, int] | None = None,
+                   chunk: int = 48) -> Iterator[np.ndarray]:
+    """Frames of ``path`` (resized to ``size`` if given) in the order ``order`` (runs of +1 or -1 steps),
+    streamed: forward runs decode straight through, backward runs decode chunks of ``chunk`` frames and
+    play them reversed."""
     i = 0
     while i < len(order):
         step = 1 if i + 1 >= len(order) or order[i + 1] >= order[i] else -1
@@ -146,19 +144,20 @@ def _source_frames(path, order: np.ndarray, fps: float, chunk: int = 48) -> Iter
             j += 1
         lo, hi = (order[i], order[j]) if step == 1 else (order[j], order[i])
         if step == 1:
-            yield from _decode_range(path, lo, hi, fps)
+            yield from _decode_range(path, lo, hi, fps, size)
         else:
             for top in range(hi, lo - 1, -chunk):
-                frames = list(_decode_range(path, max(lo, top - chunk + 1), top, fps))
+                frames = list(_decode_range(path, max(lo, top - chunk + 1), top, fps, size))
                 yield from reversed(frames)
         i = j + 1
 
 
-def _decode_range(path, first: int, last: int, fps: float) -> Iterator[np.ndarray]:
+def _decode_range(path, first: int, last: int, fps: float, size: tuple[int, int] | None = None
+                  ) -> Iterator[np.ndarray]:
     """Frames first..last (inclusive) of a video; a frame the decoder does not return repeats the previous one."""
     start = max(0.0, (first - 0.5) / fps)
     expected, previous = first, None
-    for idx, _, frame in iter_video_frames(path, start=start):
+    for idx, _, frame in iter_video_frames(path, start=start, size=size):
         if idx < first:
             continue
         while expected < idx and expected <= last and previous is not None:
@@ -195,155 +194,205 @@ def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.nd
     return out
 
 
-def lipsync(face, audio, out_path, model: LipSyncNet | None = None, max_seconds: float = DEFAULT_MAX_SECONDS,
-            progress: Callable[[float, str], None] | None = None) -> LipSyncResult:
+@dataclass
+class FaceSource:
+    """The face input, read: a photo held still, or a video's face track (at its capped size)."""
+
+    kind: str  # "photo" or "video"
+    path: Path
+    fps: float
+    track: FaceTrack  # one entry per source frame tracked
+    n_total: int  # frames in the file (a video longer than the speech is tracked only as far as used)
+    width: int
+    height: int
+    image: np.ndarray | None = None  # the photo
+    size: tuple[int, int] | None = None  # (w, h) the video's frames are decoded at, when scaled down
+
+    def frames(self, order: np.ndarray) -> Iterator[np.ndarray]:
+        """The source frames in ``order``, streamed."""
+        if self.kind == "photo":
+            return (self.image for _ in order)
+        return _source_frames(self.path, order, self.fps, self.size)
+
+
+def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_seconds: float | None = None,
+            progress: Progress | None = None) -> LipSyncResult:
     """Make ``out_path`` (mp4): the face in ``face`` (video or photo) speaking ``audio`` (any file PyAV reads)."""
     t_start = time.perf_counter()
     timings = {"preprocessing": 0.0, "network": 0.0}
     say = progress or (lambda f, m: None)
-    model = model or load_model()
     face, audio = Path(face), Path(audio)
+    # 1. check the request and read the speech (16 kHz for the features, 48 kHz for the output)
     check_files((face, audio), LipSyncError)
+    out_path = prepare_out_path(out_path, LipSyncError)
+    model = model or load_model()
+    notes: list[str] = []
     say(0.0, "reading the speech")
-    speech = read_audio_within(audio, SAMPLE_RATE, max_seconds, LipSyncError, "speech")
+    speech = read_audio_within(audio, SAMPLE_RATE, resolve_max_seconds(max_seconds), LipSyncError, "speech")
     try:
         speech_out = read_audio(audio, sr=OUTPUT_SR)
     except MediaError as err:
         raise LipSyncError(f"the speech could not be read: {err}") from err
     duration = len(speech) / SAMPLE_RATE
-
-    if is_photo(face):
-        source = "photo"
-        image = load_photo(face)
-        fps, n_src = PHOTO_FPS, 1
-        n_total = 1
-        landmarks = face_in_image(image)
-        if landmarks is None:
-            raise LipSyncError(f"no face was found in the photo '{face.name}'")
-        track = FaceTrack(landmarks[None].astype(np.float32), np.array([True]), (image.shape[1], image.shape[0]))
-    else:
-        source = "video"
-        try:
-            info = probe(face)
-        except MediaError as err:
-            raise LipSyncError(f"the face video could not be read: {err}") from err
-        if not info.has_video:
-            raise LipSyncError(f"'{face.name}' has no video (no picture): give a face video or a photo")
-        fps = info.fps or PHOTO_FPS
-        say(0.02, "tracking the face")
-        t = time.perf_counter()
-        need = round(duration * fps)
-        # a video longer than the speech is tracked only as far as it is used
-        end = (need + 0.5) / fps if 0 < need < info.n_frames else None
-        n_est = max(1, need if end is not None else info.n_frames)
-        try:
-            track, fps = track_video(face, end=end,
-                                     progress=lambda i: say(0.02 + 0.3 * min(1.0, (i + 1) / n_est), "tracking the face"))
-        except MediaError as err:
-            raise LipSyncError(f"the face video could not be read: {err}") from err
-        timings["preprocessing"] += time.perf_counter() - t
-        n_src = len(track)
-        n_total = info.n_frames if end is not None else n_src
-        if n_src == 0:
-            raise LipSyncError(f"'{face.name}' has no frames")
-        if not track.found.any():
-            raise LipSyncError(f"no face was found in any frame of '{face.name}'")
-    n_out = round(duration * fps)
+    # 2. the face: a photo, or a video tracked as far as the speech needs it
+    with timed(timings, "preprocessing"):
+        source = read_face(face, duration, notes, say)
+    n_out = round(duration * source.fps)
     if n_out < 1:
-        raise LipSyncError(f"the speech is {duration * 1000:.0f} ms long, shorter than one frame ({1000 / fps:.0f} ms)")
-    order = np.zeros(n_out, np.int64) if source == "photo" else (
-        np.arange(n_out) if n_out <= n_src else pingpong_index(np.arange(n_out), n_src))
-    extension = "held" if source == "photo" else ("as is" if n_out == n_total else "cut" if n_out < n_total else "ping-pong")
-
-    silent = is_silent(speech, SAMPLE_RATE)
-    windows = mfcc_windows(normalize_mfcc(mfcc(speech, SAMPLE_RATE)), np.arange(n_out), fps)
-    smooth = 1 if source == "photo" else 9
-    geo = track.geometry(smooth=smooth)
-    keypoints = crop_landmarks(track, LIPS, "lower", CROP, smooth=smooth)  # (N, 40, 2) crop pixels, NaN without a face
-    mean_shape = None
-    deviation = None  # (n_out, 40, 2): the lip predictor's mouth shape per output frame, from the speech
-    if model.config.audio_keypoints:
-        t = time.perf_counter()
-        deviation = model.predict_lip_deviation(torch.from_numpy(windows), fps)  # (n_out, 40, 2)
-        timings["network"] += time.perf_counter() - t
-    if model.config.neutral_keypoints or model.config.audio_keypoints:  # the predictor's deviation is from a mean shape
-        if source == "photo" and model.config.mean_lip_shape is not None:
-            # one frame has no mean of its own: the training clips' average shape, at the photo's lips
-            mean_shape = np.asarray(model.config.mean_lip_shape, dtype=np.float32)
-        else:  # the clip's mean lip shape
-            mean_shape = np.mean(keypoints[track.found], axis=0)
-    frames = (image for _ in range(n_out)) if source == "photo" else _source_frames(face, order, fps)
-    face_frames = 0
-    prepared: dict[int, tuple] = {}  # source frame -> (crop transform, network input, paste mask, base lip keypoints)
-
-    def generate() -> Iterator[np.ndarray]:
-        nonlocal face_frames
-        batch: list[tuple[np.ndarray, int]] = []
-
-        def flush():
-            nonlocal face_frames
-            t = time.perf_counter()
-            items = []  # (frame, to_crop, input, mask, k) for frames with a face
-            for frame, k in batch:
-                i = int(order[k])
-                if not track.found[i]:
-                    items.append((frame, None, None, None, k))
-                    continue
-                if i not in prepared:
-                    m = crop_transform(geo[i], "lower", CROP)
-                    blur_crop = mouth_blur_crop(frame, track.landmarks[i], m, CROP)
-                    kp = keypoints[i]
-                    if source != "photo":  # a photo's one frame is prepared once; video frames are not kept
-                        prepared.clear()
-                    base = keypoints_for_input(kp, mean_shape)
-                    prepared[i] = (m, generator_input(blur_crop, base), lip_hull(kp, PASTE_GROW, PASTE_FEATHER), base)
-                m, x, mask, base = prepared[i]
-                if deviation is not None:  # the mouth this moment of the speech calls for, where the face's mouth is
-                    x = x.copy()
-                    x[4] = keypoint_map(base + deviation[k], CROP)
-                items.append((frame, m, x, mask, k))
-            todo = [it for it in items if it[1] is not None]
-            timings["preprocessing"] += time.perf_counter() - t
-            crops = []
-            if todo:
-                t = time.perf_counter()
-                with torch.no_grad():
-                    out = model.generate(torch.from_numpy(np.stack([it[2] for it in todo])),
-                                         torch.from_numpy(windows[[it[4] for it in todo]]))
-                crops = list((out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
-                timings["network"] += time.perf_counter() - t
-            t = time.perf_counter()
-            results = []
-            for frame, m, _, mask, _ in items:
-                if m is None:
-                    results.append(frame)
-                else:
-                    results.append(_paste(frame, crops.pop(0), m, mask))
-                    face_frames += 1
-            timings["preprocessing"] += time.perf_counter() - t
-            batch.clear()
-            return results
-
-        for k, frame in enumerate(frames):
-            batch.append((frame, k))
-            if len(batch) == BATCH:
-                yield from flush()
-                say(0.35 + 0.6 * (k + 1) / n_out, "generating the mouth")
-        if batch:
-            yield from flush()
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    first_shape = image.shape if source == "photo" else (info.height, info.width, 3)
+        raise LipSyncError(f"the speech is {duration * 1000:.0f} ms long, shorter than one frame "
+                           f"({1000 / source.fps:.0f} ms)")
+    order, extension = frame_order(source, n_out)
+    # 3. the speech features per output frame, and the mouth shape each one calls for
+    windows = mfcc_windows(normalize_mfcc(mfcc(speech, SAMPLE_RATE)), np.arange(n_out), source.fps)
+    painter = MouthPainter(model, source, windows, order, timings)
+    # 4. generate the mouth frame by frame, paste it, and encode with the speech
     try:
-        write_video(out_path, generate(), fps, audio=speech_out, sr=OUTPUT_SR)
+        write_video(out_path, painter.paint(source.frames(order), say), source.fps, audio=speech_out, sr=OUTPUT_SR)
     except MediaError as err:
         raise LipSyncError(f"the output could not be written: {err}") from err
     timings["total"] = time.perf_counter() - t_start
     timings["encoding_and_decoding"] = max(0.0, timings["total"] - timings["preprocessing"] - timings["network"])
     say(1.0, "done")
-    return LipSyncResult(str(out_path), fps, n_out, first_shape[1], first_shape[0], n_out / fps, source, extension,
-                         face_frames, silent, timings)
+    return LipSyncResult(output_path=str(out_path), duration_s=n_out / source.fps, timings=timings, notes=notes,
+                         fps=source.fps, n_frames=n_out, width=source.width, height=source.height,
+                         source=source.kind, extension=extension, face_frames=painter.face_frames,
+                         silent_audio=bool(is_silent(speech, SAMPLE_RATE)))
+
+
+def read_face(face: Path, duration: float, notes: list[str], say: Progress) -> FaceSource:
+    """The face input of ``lipsync`` (step 2): a photo, or a video tracked as far as ``duration`` needs;
+    pictures with a side longer than AVSTUDIO_MAX_SIDE are scaled down (with a note)."""
+    max_side = settings().max_side
+    if is_photo(face):
+        image = load_photo(face)
+        scaled = fit_within(image, max_side)
+        if scaled.shape != image.shape:
+            notes.append(f"The {image.shape[1]} x {image.shape[0]} photo was scaled to {scaled.shape[1]} x {scaled.shape[0]}.")
+        landmarks = face_in_image(scaled)
+        if landmarks is None:
+            raise LipSyncError(f"no face was found in the photo '{face.name}'")
+        track = FaceTrack(landmarks[None].astype(np.float32), np.array([True]), (scaled.shape[1], scaled.shape[0]))
+        return FaceSource("photo", face, PHOTO_FPS, track, 1, scaled.shape[1], scaled.shape[0], image=scaled)
+    try:
+        info = probe(face)
+    except MediaError as err:
+        raise LipSyncError(f"the face video could not be read: {err}") from err
+    if not info.has_video:
+        raise LipSyncError(f"'{face.name}' has no video (no picture): give a face video or a photo")
+    fps = info.fps or PHOTO_FPS
+    width, height = fitted_size(info.width, info.height, max_side)
+    size = None
+    if (width, height) != (info.width, info.height):
+        size = (width, height)
+        notes.append(f"The {info.width} x {info.height} video was scaled to {width} x {height}.")
+    need = round(duration * fps)
+    end = (need + 0.5) / fps if 0 < need < info.n_frames else None  # a longer video is tracked as far as used
+    n_est = max(1, need if end is not None else info.n_frames)
+    say(0.02, "tracking the face")
+    try:
+        track, fps = track_video(face, end=end, size=size,
+                                 progress=lambda i: say(0.02 + 0.3 * min(1.0, (i + 1) / n_est), "tracking the face"))
+    except MediaError as err:
+        raise LipSyncError(f"the face video could not be read: {err}") from err
+    if len(track) == 0:
+        raise LipSyncError(f"'{face.name}' has no frames")
+    if not track.found.any():
+        raise LipSyncError(f"no face was found in any frame of '{face.name}'")
+    return FaceSource("video", face, fps, track, info.n_frames if end is not None else len(track),
+                      width, height, size=size)
+
+
+def frame_order(source: FaceSource, n_out: int) -> tuple[np.ndarray, str]:
+    """(source frame of each output frame, how the picture was fitted to the speech)."""
+    n_src = len(source.track)
+    if source.kind == "photo":
+        return np.zeros(n_out, np.int64), "held"
+    order = np.arange(n_out) if n_out <= n_src else pingpong_index(np.arange(n_out), n_src)
+    return order, "as is" if n_out == source.n_total else "cut" if n_out < source.n_total else "ping-pong"
+
+
+class MouthPainter:
+    """Step 4 of ``lipsync``: for each output frame, the network's input (mouth-blur crop, gradient and the
+    keypoint map of the mouth the speech calls for), the generated lower face, pasted back through a soft
+    mask around the lips. Frames are processed in batches of BATCH; a photo's one frame is prepared once."""
+
+    def __init__(self, model: LipSyncNet, source: FaceSource, windows: np.ndarray, order: np.ndarray,
+                 timings: dict[str, float]):
+        self.model, self.source, self.windows, self.order, self.timings = model, source, windows, order, timings
+        self.face_frames = 0
+        smooth = 1 if source.kind == "photo" else 9
+        self.geo = source.track.geometry(smooth=smooth)
+        # (N, 40, 2) lip keypoints in crop pixels, NaN without a face
+        self.keypoints = crop_landmarks(source.track, LIPS, "lower", CROP, smooth=smooth)
+        self.mean_shape = self._mean_shape()
+        self.deviation = None  # (n_out, 40, 2): the lip predictor's mouth shape per output frame, from the speech
+        if model.config.audio_keypoints:
+            with timed(timings, "network"):
+                self.deviation = model.predict_lip_deviation(torch.from_numpy(windows), source.fps)
+        self.prepared: dict[int, tuple] = {}  # source frame -> (crop transform, input, paste mask, base keypoints)
+
+    def _mean_shape(self) -> np.ndarray | None:
+        """The lip shape the keypoint map starts from: None (the frame's own), the clip's mean, or for a photo
+        (one frame has no mean of its own) the training clips' average shape, at the photo's lips."""
+        config = self.model.config
+        if not (config.neutral_keypoints or config.audio_keypoints):
+            return None
+        if self.source.kind == "photo" and self.model.mean_lip_shape is not None:
+            return np.asarray(self.model.mean_lip_shape, dtype=np.float32)
+        return np.mean(self.keypoints[self.source.track.found], axis=0)
+
+    def paint(self, frames: Iterator[np.ndarray], say: Progress) -> Iterator[np.ndarray]:
+        """The output frames, in order."""
+        n_out = len(self.order)
+        batch: list[tuple[np.ndarray, int]] = []
+        for k, frame in enumerate(frames):
+            batch.append((frame, k))
+            if len(batch) == BATCH:
+                yield from self._flush(batch)
+                batch = []
+                say(0.35 + 0.6 * (k + 1) / n_out, "generating the mouth")
+        if batch:
+            yield from self._flush(batch)
+
+    def _input(self, frame: np.ndarray, k: int):
+        """(crop transform, network input, paste mask) of output frame k, or None without a face."""
+        i = int(self.order[k])
+        if not self.source.track.found[i]:
+            return None
+        if i not in self.prepared:
+            if self.source.kind != "photo":  # video frames are not kept
+                self.prepared.clear()
+            m = crop_transform(self.geo[i], "lower", CROP)
+            kp = self.keypoints[i]
+            base = keypoints_for_input(kp, self.mean_shape)
+            self.prepared[i] = (m, generator_input(mouth_blur_crop(frame, self.source.track.landmarks[i], m, CROP), base),
+                                lip_hull(kp, PASTE_GROW, PASTE_FEATHER), base)
+        m, x, mask, base = self.prepared[i]
+        if self.deviation is not None:  # the mouth this moment of the speech calls for, where the face's mouth is
+            x = x.copy()
+            x[4] = keypoint_map(base + self.deviation[k], CROP)
+        return m, x, mask
+
+    def _flush(self, batch: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        with timed(self.timings, "preprocessing"):
+            inputs = [self._input(frame, k) for frame, k in batch]
+        todo = [(item, k) for item, (_, k) in zip(inputs, batch) if item is not None]
+        crops = []
+        if todo:
+            with timed(self.timings, "network"), torch.no_grad():
+                out = self.model.generate(torch.from_numpy(np.stack([item[1] for item, _ in todo])),
+                                          torch.from_numpy(self.windows[[k for _, k in todo]]))
+            crops = list((out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+        results = []
+        with timed(self.timings, "preprocessing"):
+            for (frame, _), item in zip(batch, inputs):
+                if item is None:
+                    results.append(frame)
+                else:
+                    m, _, mask = item
+                    results.append(_paste(frame, crops.pop(0), m, mask))
+                    self.face_frames += 1
+        return results
 
 
 def preview(face, frame_index: int = 0) -> dict:
@@ -353,7 +402,7 @@ def preview(face, frame_index: int = 0) -> dict:
     """
     face = Path(face)
     if is_photo(face):
-        frame = load_photo(face)
+        frame = fit_within(load_photo(face), settings().max_side)
         landmarks = face_in_image(frame, all_faces=True)
     else:
         frame, landmarks = None, []
@@ -362,6 +411,7 @@ def preview(face, frame_index: int = 0) -> dict:
                 for i, _, f in iter_video_frames(face):
                     if i < frame_index:
                         continue
+                    f = fit_within(f, settings().max_side)
                     landmarks = tracker.detect(f)
                     if landmarks:
                         frame = f
@@ -381,24 +431,19 @@ def preview(face, frame_index: int = 0) -> dict:
     return {"blur": blur, "gradient": np.repeat(grad[..., None], 3, axis=2), "keypoints": dots}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Lip-sync a face video or photo to speech (spec 05)")
-    ap.add_argument("--face", required=True, help="face video or photo")
-    ap.add_argument("--audio", required=True, help="speech (any audio or video file with sound)")
-    ap.add_argument("--out", required=True, help="output .mp4")
-    ap.add_argument("--model", default=str(DEFAULT_WEIGHTS), help="model folder or Hugging Face Hub repo id")
-    ap.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
-    ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    args = ap.parse_args(argv)
-    bar, progress = cli_progress("lip sync")
+def _add_arguments(ap) -> None:
+    ap.add_argument("face", help="a face video or photo")
+    ap.add_argument("audio", help="the speech: any audio or video file with sound")
 
-    try:
-        result = lipsync(args.face, args.audio, args.out, load_model(args.model), args.max_seconds, progress)
-    except (LipSyncError, MediaError, NoFaceError) as err:
-        return cli_error(bar, err, args.json)
-    bar.close()
-    print(json.dumps(result.summary()) if args.json else f"{result.path}: {result.message()}")
-    return 0
+
+def _run(args, progress: Progress) -> LipSyncResult:
+    return lipsync(args.face, args.audio, out_path=args.out, model=load_model(args.model),
+                   max_seconds=args.max_seconds, progress=progress)
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, name="lipsync", description="Lip-sync a face video or photo to speech.",
+                   add_arguments=_add_arguments, run=_run, out_help="the output video (.mp4)")
 
 
 if __name__ == "__main__":

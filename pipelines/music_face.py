@@ -1,7 +1,7 @@
 """Music-driven face animation (spec 03): a photo whose expression follows the music.
 
-    python -m pipelines.music_face --face IMG --audio AUDIO --out OUT.mp4 [--expression smile] [--strength 1]
-                                   [--fps 25] [--json]
+    python -m pipelines.music_face PHOTO MUSIC --out OUT.mp4 [--expression smile] [--strength 1] [--fps 25]
+                                   [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 
 The claimed structure, step by step:
 
@@ -21,63 +21,55 @@ result says so).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from media.face import face_in_image, lip_gap
 from media.features import is_silent
-from media.io import MediaError, read_audio, read_image, write_video
+from media.io import MediaError, fit_within, read_audio, read_image, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
-from models.audio_encoder import DEFAULT_WEIGHTS as ENCODER_WEIGHTS
 from models.audio_encoder import SAMPLE_RATE, AudioAutoencoder, frame_weights
-from models.face_controls import DEFAULT_WEIGHTS as CONTROLS_WEIGHTS
 from models.face_controls import EXPRESSIONS, ExpressionControls
 from pipelines.common import (
-    DEFAULT_MAX_SECONDS,
+    AVStudioError,
+    PipelineOutput,
+    Progress,
     check_files,
-    cli_error,
-    cli_progress,
-    env_float,
     load_pretrained,
+    prepare_out_path,
     read_audio_within,
+    resolve_max_seconds,
+    run_cli,
+    settings,
+    timed,
 )
 
 OUTPUT_SR = 48000
 DEFAULT_FPS = 25.0
 MAX_STRENGTH = 3.0
-MAX_SIDE = int(env_float("AVSTUDIO_MAX_SIDE", 1920))  # longer photo sides are scaled down to this (video encoders and speed)
 MIN_OWN_GAP_PX = 3.0  # a photo whose inner lips are this far apart shows its own mouth interior
 
 
-
-
-class MusicFaceError(ValueError):
+class MusicFaceError(AVStudioError):
     """Bad input for the music-face pipeline, with a message meant for the user."""
 
 
-@dataclass
-class MusicFaceResult:
-    out_path: str
+@dataclass(kw_only=True)
+class MusicFaceResult(PipelineOutput):
+    """The animated photo: ``output_path`` (mp4 with the music), one expression weight per frame."""
+
     fps: float
     n_frames: int
-    duration_s: float
     weights: list[float]
     expression: dict[str, float]
     width: int
     height: int
     faces_found: int
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> dict:
-        return asdict(self)
 
     def message(self) -> str:
         mix = ", ".join(f"{k} x{v:g}" for k, v in self.expression.items())
@@ -86,12 +78,21 @@ class MusicFaceResult:
         return " ".join([text, *self.notes])
 
 
-def load_encoder(dir_or_repo: str = str(ENCODER_WEIGHTS)) -> AudioAutoencoder:
-    return load_pretrained(AudioAutoencoder, str(dir_or_repo), MusicFaceError, "audio encoder")
+@dataclass(frozen=True)
+class MusicFaceModel:
+    """The two parts Music to face needs: the audio encoder and the expression control vectors."""
+
+    encoder: AudioAutoencoder
+    controls: ExpressionControls
 
 
-def load_controls(dir_or_repo: str = str(CONTROLS_WEIGHTS)) -> ExpressionControls:
-    return load_pretrained(ExpressionControls, str(dir_or_repo), MusicFaceError, "expression control vectors")
+def load_model(dir_or_repo: str | Path | None = None) -> MusicFaceModel:
+    """Both parts, loaded once per process, from the ``audio_encoder/`` and ``face_controls/`` subfolders of
+    ``dir_or_repo`` (a folder or Hugging Face Hub repo id; default the bundled models/weights, or
+    AVSTUDIO_MUSIC_FACE)."""
+    where = str(dir_or_repo or settings().music_face)
+    return MusicFaceModel(load_pretrained(AudioAutoencoder, where, "audio encoder", "audio_encoder"),
+                          load_pretrained(ExpressionControls, where, "expression control vectors", "face_controls"))
 
 
 def parse_expression(expression: str | dict[str, float], strength: float = 1.0) -> dict[str, float]:
@@ -139,82 +140,85 @@ def animate(image: np.ndarray, landmarks: np.ndarray, weights: np.ndarray, mix: 
         yield frame
 
 
-def music_face(face, audio, out_path, expression: str | dict[str, float] = "smile", strength: float = 1.0,
-               fps: float = DEFAULT_FPS, max_seconds: float = DEFAULT_MAX_SECONDS,
-               encoder: AudioAutoencoder | None = None, controls: ExpressionControls | None = None,
-               progress: Callable[[float, str], None] | None = None) -> MusicFaceResult:
+def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "smile", strength: float = 1.0,
+               fps: float = DEFAULT_FPS, model: MusicFaceModel | None = None, max_seconds: float | None = None,
+               progress: Progress | None = None) -> MusicFaceResult:
     """Make ``out_path`` (mp4): the face of photo ``face`` changing expression with the music in ``audio``."""
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     say = progress or (lambda f, m: None)
+    timings: dict[str, float] = {}
     face, audio = Path(face), Path(audio)
+    # 1. check the request: files, frame rate, expression, output
     check_files((face, audio), MusicFaceError)
     if not 1 <= fps <= 60:
         raise MusicFaceError(f"fps must be between 1 and 60, got {fps:g}")
     mix = parse_expression(expression, strength)
+    out_path = prepare_out_path(out_path, MusicFaceError)
+    model = model or load_model()
+    notes: list[str] = []
+    # 2. the photo, scaled to at most AVSTUDIO_MAX_SIDE, and its largest face
     say(0.0, "reading the photo")
-    try:
-        image = read_image(face)
-    except MediaError as err:
-        raise MusicFaceError(str(err)) from err
-    if min(image.shape[:2]) < 32:
-        raise MusicFaceError(f"the photo is {image.shape[1]} x {image.shape[0]} pixels: too small for a face")
-    notes = []
-    if max(image.shape[:2]) > MAX_SIDE:
-        import cv2
-
-        h, w = image.shape[:2]
-        scale = MAX_SIDE / max(h, w)
-        image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        notes.append(f"The {w} x {h} photo was scaled to {image.shape[1]} x {image.shape[0]}.")
-    landmarks, n_faces = find_face(image)
+    with timed(timings, "reading"):
+        image = read_photo(face, notes)
+        landmarks, n_faces = find_face(image)
     if n_faces > 1:
         notes.append(f"{n_faces} faces were found; the largest one moves.")
-    say(0.05, "reading the audio")
-    music = read_audio_within(audio, SAMPLE_RATE, max_seconds, MusicFaceError)
+    # 3. the music: not too long, not silent, at least one frame
+    say(0.05, "reading the music")
+    with timed(timings, "reading"):
+        music = read_audio_within(audio, SAMPLE_RATE, resolve_max_seconds(max_seconds), MusicFaceError)
     duration = len(music) / SAMPLE_RATE
     n_frames = int(np.floor(duration * fps + 1e-6))
     if n_frames < 1:
         raise MusicFaceError(f"the audio is {duration * 1000:.0f} ms long, shorter than one frame at {fps:g} fps")
     if is_silent(music, SAMPLE_RATE):
         raise MusicFaceError("the audio is silent: there is no music for the face to follow")
-    timings = {"loading": time.perf_counter() - t0}
-    t = time.perf_counter()
-    encoder = encoder or load_encoder()
-    controls = controls or load_controls()
+    # 4. one expression weight per frame from the audio encoder (spec steps 1-2)
     say(0.1, "audio features")
-    weights = frame_weights(encoder, music, fps, SAMPLE_RATE, n_frames)
-    timings["audio_features"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    frames = animate(image, landmarks, weights, mix, controls)
-
-    def counted() -> Iterator[np.ndarray]:
-        for k, frame in enumerate(frames):
-            if k % 10 == 0:
-                say(0.15 + 0.8 * k / n_frames, f"frame {k + 1} of {n_frames}")
-            yield frame
-
-    try:
-        sound = read_audio(audio, sr=OUTPUT_SR)
-        write_video(out_path, counted(), fps, audio=sound, sr=OUTPUT_SR)
-    except MediaError as err:
-        raise MusicFaceError(f"the video could not be written: {err}") from err
-    timings["frames_and_encoding"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
+    with timed(timings, "audio_features"):
+        weights = frame_weights(model.encoder, music, fps, SAMPLE_RATE, n_frames)
+    # 5. the warped frames, encoded with the music (spec steps 3-4)
+    frames = animate(image, landmarks, weights, mix, model.controls)
+    with timed(timings, "frames_and_encoding"):
+        try:
+            sound = read_audio(audio, sr=OUTPUT_SR)
+            write_video(out_path, _counted(frames, n_frames, say), fps, audio=sound, sr=OUTPUT_SR)
+        except MediaError as err:
+            raise MusicFaceError(f"the video could not be written: {err}") from err
+    timings["total"] = time.perf_counter() - t_start
     say(1.0, "done")
-    return MusicFaceResult(str(out_path), float(fps), n_frames, n_frames / fps, [round(float(w), 4) for w in weights],
-                           mix, image.shape[1], image.shape[0], n_faces, notes,
-                           {k: round(v, 3) for k, v in timings.items()})
+    return MusicFaceResult(output_path=str(out_path), duration_s=n_frames / fps, timings=timings, notes=notes,
+                           fps=float(fps), n_frames=n_frames, weights=[round(float(w), 4) for w in weights],
+                           expression=mix, width=image.shape[1], height=image.shape[0], faces_found=n_faces)
+
+
+def read_photo(path: Path, notes: list[str]) -> np.ndarray:
+    """The photo as RGB, scaled down (with a note) when a side is longer than AVSTUDIO_MAX_SIDE."""
+    try:
+        image = read_image(path)
+    except MediaError as err:
+        raise MusicFaceError(str(err)) from err
+    if min(image.shape[:2]) < 32:
+        raise MusicFaceError(f"the photo is {image.shape[1]} x {image.shape[0]} pixels: too small for a face")
+    scaled = fit_within(image, settings().max_side)
+    if scaled.shape != image.shape:
+        notes.append(f"The {image.shape[1]} x {image.shape[0]} photo was scaled to {scaled.shape[1]} x {scaled.shape[0]}.")
+    return scaled
+
+
+def _counted(frames: Iterator[np.ndarray], n_frames: int, say: Progress) -> Iterator[np.ndarray]:
+    for k, frame in enumerate(frames):
+        if k % 10 == 0:
+            say(0.15 + 0.8 * k / n_frames, "drawing the frames")
+        yield frame
 
 
 def plot_weights(result: MusicFaceResult):
-    """A matplotlib figure of the weight curve over time."""
-    import matplotlib
+    """A matplotlib figure of the weight curve over time (a bare ``Figure``: no pyplot state per request)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    fig = Figure(figsize=(7, 2.6))
+    ax = fig.subplots()
     t = np.arange(result.n_frames) / result.fps
     ax.plot(t, result.weights, lw=1.2)
     ax.fill_between(t, 0, result.weights, alpha=0.2)
@@ -224,36 +228,26 @@ def plot_weights(result: MusicFaceResult):
     ax.set_ylabel("weight")
     ax.set_title("expression weight: 0 calm, soft - 1 tense, intense", fontsize=9)
     fig.tight_layout()
-    plt.close(fig)
     return fig
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--face", required=True, help="a face photo (jpg, png, webp, ...)")
-    ap.add_argument("--audio", required=True, help="music or any sound PyAV can read")
-    ap.add_argument("--out", required=True, help="output mp4")
+def _add_arguments(ap) -> None:
+    ap.add_argument("face", help="a face photo (jpg, png, webp, ...)")
+    ap.add_argument("audio", help="music, or any file with sound that PyAV reads")
     ap.add_argument("--expression", default="smile",
                     help=f"one of {', '.join(EXPRESSIONS)}, or several joined by '+' (e.g. smile+raised_brows)")
     ap.add_argument("--strength", type=float, default=1.0, help=f"0 to {MAX_STRENGTH:g}: scales the expression")
     ap.add_argument("--fps", type=float, default=DEFAULT_FPS)
-    ap.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
-    ap.add_argument("--encoder", default=str(ENCODER_WEIGHTS), help="audio encoder folder or Hub repo id")
-    ap.add_argument("--controls", default=str(CONTROLS_WEIGHTS), help="control-vector folder or Hub repo id")
-    ap.add_argument("--json", action="store_true", help="print the result as one JSON line last")
-    args = ap.parse_args(argv)
-    bar, progress = cli_progress("music face")
-    try:
-        encoder, controls = load_encoder(args.encoder), load_controls(args.controls)
-        result = music_face(args.face, args.audio, args.out, args.expression, args.strength, args.fps,
-                            args.max_seconds, encoder, controls, progress)
-    except MusicFaceError as err:
-        return cli_error(bar, err, args.json)
-    bar.close()
-    print(result.message(), file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.summary()))
-    return 0
+
+
+def _run(args, progress: Progress) -> MusicFaceResult:
+    return music_face(args.face, args.audio, out_path=args.out, expression=args.expression, strength=args.strength,
+                      fps=args.fps, model=load_model(args.model), max_seconds=args.max_seconds, progress=progress)
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, name="music_face", description="A face photo whose expression follows music.",
+                   add_arguments=_add_arguments, run=_run, out_help="the output video (.mp4)")
 
 
 if __name__ == "__main__":

@@ -5,15 +5,14 @@ shifted against the picture by -15..+15 frames; for each shift the mean embeddin
 5-frame windows gives the distance curve. ``offset_frames`` is the shift at the curve's minimum,
 ``min_dist`` that minimum (LSE-D) and ``confidence`` the median minus the minimum (LSE-C).
 Sign convention: ``offset_frames = k > 0`` means the audio is k frames EARLY (it leads the
-picture); delaying the audio by k frames re-syncs it (``--fix``).
+picture); delaying the audio by k frames re-syncs it (``--out``).
 
-    python -m pipelines.sync_check VIDEO [--json] [--fix OUT.mp4] [--model DIR_OR_HUB_ID]
+    python -m pipelines.sync_check VIDEO [--out RESYNCED.mp4] [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import numpy as np
 from media.face import NoFaceError
 from media.features import SAMPLE_RATE, is_silent, loudness_per_frame
 from media.io import (
-    MediaError,
     iter_video_frames,
     mux_audio,
     probe,
@@ -31,7 +29,6 @@ from media.io import (
     write_video,
 )
 from models.syncnet import (
-    DEFAULT_WEIGHTS,
     VIDEO_FPS,
     VIDEO_FRAMES,
     SyncNet,
@@ -39,10 +36,16 @@ from models.syncnet import (
     sync_score,
 )
 from pipelines.common import (
-    DEFAULT_MAX_SECONDS,
-    cli_error,
-    cli_progress,
+    AVStudioError,
+    PipelineOutput,
+    Progress,
+    check_files,
     load_pretrained,
+    prepare_out_path,
+    resolve_max_seconds,
+    run_cli,
+    settings,
+    timed,
 )
 
 MAX_SHIFT = 15  # frames at 25 fps, as SyncNet's LSE-D / LSE-C
@@ -52,41 +55,35 @@ MAX_SHIFT_SECONDS = MAX_SHIFT / VIDEO_FPS  # the same +/-0.6 s at any frame rate
 MIN_CONFIDENCE = 0.05
 
 
-
-
-class SyncCheckError(ValueError):
+class SyncCheckError(AVStudioError):
     """Input the Sync check cannot score; the message is meant for the user."""
 
 
-@dataclass
-class SyncResult:
+@dataclass(kw_only=True)
+class SyncResult(PipelineOutput):
+    """The offset search's outcome; ``output_path`` is the re-synced video when one was asked for and written
+    (``problem`` says why not otherwise)."""
+
     offset_frames: int
     offset_ms: float
     confidence: float  # LSE-C
     min_dist: float  # LSE-D
     fps: float
-    duration: float
     n_frames: int
     face_frames: int
+    reliable: bool = True  # confidence >= the threshold
+    baseline_offset_frames: int | None = None
     shifts: np.ndarray = field(repr=False)
     curve: np.ndarray = field(repr=False)
     frame_confidence: np.ndarray = field(repr=False)
-    reliable: bool = True  # confidence >= the threshold
-    baseline_offset_frames: int | None = None
-    fixed_path: str | None = None
-    fix_error: str | None = None  # why the re-synced video was not written
 
-    def summary(self) -> dict:
-        """JSON-ready metadata (without the per-frame arrays)."""
-        return {"offset_frames": self.offset_frames, "offset_ms": round(self.offset_ms, 1),
-                "confidence": round(self.confidence, 4), "min_dist": round(self.min_dist, 4),
-                "fps": round(self.fps, 3), "duration": round(self.duration, 3), "n_frames": self.n_frames,
-                "face_frames": self.face_frames, "baseline_offset_frames": self.baseline_offset_frames,
-                "reliable": self.reliable,
-                "curve": {str(int(s)): round(float(d), 4) for s, d in zip(self.shifts, self.curve)},
-                "fixed_path": self.fixed_path, "fix_error": self.fix_error}
+    def summary(self, paths: bool = True) -> dict:
+        """JSON-ready fields, with the distance curve as {shift: distance} (no per-frame arrays)."""
+        return {**super().summary(paths),
+                "curve": {str(int(s)): round(float(d), 4) for s, d in zip(self.shifts, self.curve)}}
 
     def verdict(self) -> str:
+        """One sentence: in sync, early or late, or no reliable signal."""
         if not self.reliable:
             return (f"No reliable lip-sync signal (confidence {self.confidence:.3f} < {MIN_CONFIDENCE}): the face may "
                     f"not be speaking, or the audio may not belong to it. Best guess: {self.offset_frames:+d} frames.")
@@ -96,10 +93,15 @@ class SyncResult:
         return (f"Audio is {abs(self.offset_frames)} frame(s) = {abs(self.offset_ms):.0f} ms {lead}; "
                 f"confidence {self.confidence:.3f}.")
 
+    def message(self) -> str:
+        return (f"{self.verdict()} {self.face_frames}/{self.n_frames} frames with a face, {self.duration_s:.1f} s at "
+                f"{self.fps:.2f} fps; LSE-D {self.min_dist:.3f}, LSE-C {self.confidence:.3f}.")
 
-def load_model(dir_or_repo: str = str(DEFAULT_WEIGHTS)) -> SyncNet:
-    """The model, loaded once per process (bundled weights unless a folder or Hub repo id is given)."""
-    return load_pretrained(SyncNet, str(dir_or_repo), SyncCheckError, "sync model")
+
+def load_model(dir_or_repo: str | Path | None = None) -> SyncNet:
+    """The discriminator, loaded once per process: the bundled one, AVSTUDIO_SYNC_CHECK, or ``dir_or_repo``
+    (a folder or Hugging Face Hub repo id)."""
+    return load_pretrained(SyncNet, str(dir_or_repo or settings().sync_check), "sync discriminator")
 
 
 def baseline_offset(mouth_opening: np.ndarray, audio: np.ndarray, fps: float, max_shift: int = MAX_SHIFT) -> int:
@@ -132,25 +134,70 @@ def baseline_offset(mouth_opening: np.ndarray, audio: np.ndarray, fps: float, ma
     return best
 
 
-def check_sync(video: str | Path, model: SyncNet | None = None, fix_path: str | Path | None = None,
-               max_seconds: float = DEFAULT_MAX_SECONDS, max_shift_seconds: float = MAX_SHIFT_SECONDS,
-               min_confidence: float = MIN_CONFIDENCE, with_baseline: bool = False, progress=None) -> SyncResult:
-    """Score the lip sync of ``video`` (with its own audio track); optionally write the re-synced video.
+def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: SyncNet | None = None,
+               max_seconds: float | None = None, progress: Progress | None = None,
+               max_shift_seconds: float = MAX_SHIFT_SECONDS, min_confidence: float = MIN_CONFIDENCE,
+               with_baseline: bool = False) -> SyncResult:
+    """Score the lip sync of ``video`` (with its own audio track); with ``out_path``, also write the
+    re-synced video there.
 
-    Shifts of up to ``max_shift_seconds`` (0.6 s: +/-15 frames at 25 fps) are searched. The
-    re-synced video is written only when the result is reliable; if writing fails, the result is
-    still returned, with ``fix_error`` saying why. ``progress(fraction, message)`` is called as work
-    advances. Raises SyncCheckError (or media.io.MediaError) with a user-facing message for input
-    it cannot score.
+    Shifts of up to ``max_shift_seconds`` (0.6 s: +/-15 frames at 25 fps) are searched. The re-synced
+    video is written only when the result is reliable; otherwise, or if writing fails, the scores are
+    still returned and ``problem`` says why there is no video. Raises SyncCheckError (an AVStudioError)
+    with a user-facing message for input it cannot score.
     """
-    def report(frac, msg):
-        if progress is not None:
-            progress(frac, msg)
+    say = progress or (lambda f, m: None)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    video = Path(video)
+    model = model or load_model()
+    # 1. check the file: a picture, a sound track, not too long, not too short, not silent
+    say(0.0, "reading the video")
+    with timed(timings, "reading"):
+        info, audio = _read_clip(video, resolve_max_seconds(max_seconds))
+    # 2. track the face and cut the lower-face crops; audio features
+    with timed(timings, "face_tracking"):
+        try:
+            x = prepare_clip(video, audio=audio, progress=lambda f: say(0.05 + 0.75 * f, "tracking the face"))
+        except NoFaceError as err:
+            raise SyncCheckError(f"no face found in '{video.name}': the Sync check needs a visible face") from err
+    # 3. the offset search
+    say(0.8, "comparing audio and lips")
+    max_shift = max(1, round(max_shift_seconds * x.fps))
+    with timed(timings, "offset_search"):
+        try:
+            res = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift)
+        except ValueError as err:  # offset_search: no window with a face, or the clip is too short
+            raise SyncCheckError(f"'{video.name}': {err}") from err
+    result = SyncResult(
+        offset_frames=res["offset_frames"], offset_ms=res["offset_frames"] * 1000.0 / x.fps,
+        confidence=res["confidence"], min_dist=res["min_dist"], fps=x.fps, duration_s=info.duration,
+        n_frames=len(x.found), face_frames=int(x.found.sum()), shifts=res["shifts"], curve=res["curve"],
+        frame_confidence=res["frame_confidence"], reliable=res["confidence"] >= min_confidence,
+        baseline_offset_frames=baseline_offset(x.mouth_opening, x.audio, x.fps, max_shift) if with_baseline else None,
+        timings=timings)
+    # 4. the re-synced video, when asked for and the offset can be trusted
+    if out_path is not None:
+        if not result.reliable:
+            result.problem = "no re-synced video: the offset is not reliable enough to act on"
+        else:
+            say(0.9, "writing the re-synced video")
+            with timed(timings, "writing"):
+                try:
+                    out = prepare_out_path(out_path, SyncCheckError)
+                    result.output_path = resync(video, result.offset_frames, x.fps, out)
+                except AVStudioError as err:  # the scores are kept; only the file is missing
+                    result.problem = f"could not write the re-synced video: {err}"
+    timings["total"] = time.perf_counter() - t_start
+    say(1.0, "done")
+    return result
 
-    video = str(video)
-    name = Path(video).name
-    report(0.0, "reading")
-    info = probe(video)  # MediaError for unreadable / empty files
+
+def _read_clip(video: Path, max_seconds: float):
+    """(probe info, 16 kHz mono audio) of a clip the check can score, or SyncCheckError saying why not."""
+    name = video.name
+    check_files([video], SyncCheckError)
+    info = probe(video)  # MediaError (an AVStudioError) for unreadable files
     if not info.has_video:
         raise SyncCheckError(f"'{name}' has no video stream: upload a video of a talking face")
     if not info.has_audio:
@@ -163,35 +210,7 @@ def check_sync(video: str | Path, model: SyncNet | None = None, fix_path: str | 
     audio = read_audio(video, sr=SAMPLE_RATE)
     if is_silent(audio):
         raise SyncCheckError(f"the audio track of '{name}' is silent: nothing to check the lips against")
-    model = model or load_model()
-    try:
-        x = prepare_clip(video, audio=audio, progress=lambda f: report(0.05 + 0.75 * f, "tracking the face"))
-    except NoFaceError as err:
-        raise SyncCheckError(f"no face found in '{name}': the Sync check needs a visible face") from err
-    report(0.8, "comparing audio and lips")
-    max_shift = max(1, round(max_shift_seconds * x.fps))
-    try:
-        res = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift)
-    except ValueError as err:
-        raise SyncCheckError(f"'{name}': {err}") from err
-    result = SyncResult(
-        offset_frames=res["offset_frames"], offset_ms=res["offset_frames"] * 1000.0 / x.fps,
-        confidence=res["confidence"], min_dist=res["min_dist"], fps=x.fps, duration=info.duration,
-        n_frames=len(x.found), face_frames=int(x.found.sum()), shifts=res["shifts"], curve=res["curve"],
-        frame_confidence=res["frame_confidence"], reliable=res["confidence"] >= min_confidence,
-        baseline_offset_frames=baseline_offset(x.mouth_opening, x.audio, x.fps, max_shift) if with_baseline else None,
-    )
-    if fix_path is not None:
-        if not result.reliable:
-            result.fix_error = "no re-synced video: the offset is not reliable enough to act on"
-        else:
-            report(0.9, "writing the re-synced video")
-            try:
-                result.fixed_path = resync(video, result.offset_frames, x.fps, fix_path)
-            except MediaError as err:  # the scores are kept; only the file is missing
-                result.fix_error = f"could not write the re-synced video: {err}"
-    report(1.0, "done")
-    return result
+    return info, audio
 
 
 def resync(video: str | Path, offset_frames: int, fps: float, out: str | Path) -> str:
@@ -233,37 +252,22 @@ def plot_curve(result: SyncResult):
     return fig
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Lip-sync offset and confidence of a talking-face video (spec 04)")
-    ap.add_argument("video")
-    ap.add_argument("--json", action="store_true", help="print one JSON object on the last line")
-    ap.add_argument("--fix", metavar="OUT.mp4", help="write the re-synced video here")
-    ap.add_argument("--model", default=str(DEFAULT_WEIGHTS), help="model folder or Hugging Face Hub repo id")
-    ap.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS)
+def _add_arguments(ap) -> None:
+    ap.add_argument("video", help="a talking-face video with its sound")
     ap.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
-                    help="below this confidence the result is flagged unreliable and no fix is written")
+                    help="below this confidence the result is flagged unreliable and no re-synced video is written")
     ap.add_argument("--baseline", action="store_true", help="also report the non-learned baseline's offset")
-    args = ap.parse_args(argv)
-    bar, progress = cli_progress("sync check")
 
-    try:
-        result = check_sync(args.video, load_model(args.model), args.fix, args.max_seconds,
-                            min_confidence=args.min_confidence, with_baseline=args.baseline, progress=progress)
-    except ValueError as err:  # SyncCheckError and MediaError
-        return cli_error(bar, err, args.json)
-    bar.close()
-    if args.json:
-        print(json.dumps(result.summary()))
-    else:
-        print(result.verdict())
-        print(f"offset {result.offset_frames:+d} frames ({result.offset_ms:+.0f} ms), LSE-C {result.confidence:.3f}, "
-              f"LSE-D {result.min_dist:.3f}, {result.face_frames}/{result.n_frames} frames with a face")
-        if result.fixed_path:
-            print(f"re-synced video: {result.fixed_path}")
-    if result.fix_error:
-        print(f"error: {result.fix_error}", file=sys.stderr)
-        return 2
-    return 0
+
+def _run(args, progress: Progress) -> SyncResult:
+    return check_sync(args.video, out_path=args.out, model=load_model(args.model), max_seconds=args.max_seconds,
+                      progress=progress, min_confidence=args.min_confidence, with_baseline=args.baseline)
+
+
+def main(argv=None) -> int:
+    return run_cli(argv, name="sync_check", description="How far a talking-face video's audio is off its lips.",
+                   add_arguments=_add_arguments, run=_run, out_required=False,
+                   out_help="write the re-synced video here (.mp4), when the offset is reliable")
 
 
 if __name__ == "__main__":

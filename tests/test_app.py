@@ -10,7 +10,7 @@ from tests.test_sync_check import HELD_OUT, shifted_clip
 
 @pytest.fixture(scope="module")
 def client():
-    demo = build_app().queue()
+    demo = build_app()
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     yield Client(url, verbose=False)
     demo.close()
@@ -49,6 +49,7 @@ def test_lipsync_through_the_api(client, media):
     path = video["video"] if isinstance(video, dict) else video
     info = probe(path)
     assert path.endswith(".mp4") and info.has_audio and details["source"] == "photo"
+    assert details["output_path"] == "lipsync_astronaut_lipsync.mp4"  # a file name, no server path
     assert abs(info.n_frames - details["n_frames"]) <= 1 and "fps" in message
 
 

@@ -16,6 +16,7 @@ from media.io import (
     write_video,
 )
 from pipelines import lipsync as ls
+from pipelines.common import AVStudioError
 from tests.bad_inputs import make_bad_inputs
 
 PHOTO = "faces/fr_obama.jpg"
@@ -38,7 +39,7 @@ def test_pingpong_order():
 
 def test_photo_and_speech(media, speech_wav, tmp_path):
     out = tmp_path / "photo.mp4"
-    result = ls.lipsync(media / PHOTO, speech_wav, out)
+    result = ls.lipsync(media / PHOTO, speech_wav, out_path=out)
     info = probe(out)
     speech_s = len(read_audio(speech_wav, sr=16000)) / 16000
     w, h = Image.open(media / PHOTO).size
@@ -56,7 +57,7 @@ def test_a_photo_mouth_follows_the_speech(media, speech_wav, tmp_path):
     gives ~0) and rises with its loudness. (The README reports the spread over 20 photos: a portrait that
     smiles with an open mouth follows much less.)"""
     out = tmp_path / "photo2.mp4"
-    ls.lipsync(media / "faces" / "fnp_angelina_jolie.jpg", speech_wav, out)
+    ls.lipsync(media / "faces" / "fnp_angelina_jolie.jpg", speech_wav, out_path=out)
     track, fps = track_video(out)
     assert np.nanstd(track.mouth_opening()) > 0.01
     opening = track.lip_gap_ratio()
@@ -72,7 +73,7 @@ def test_a_video_mouth_follows_the_driving_speakers_mouth(media, tmp_path):
     speech = tmp_path / "driver.wav"
     write_audio(speech, read_audio(driver, sr=16000), 16000)
     out = tmp_path / "driven.mp4"
-    ls.lipsync(media / CLIP, speech, out)
+    ls.lipsync(media / CLIP, speech, out_path=out)
     gaps = {name: track_video(path)[0].lip_gap_ratio() for name, path in
             (("out", out), ("driver", driver), ("input", media / CLIP))}
     n = min(len(g) for g in gaps.values())
@@ -89,7 +90,7 @@ def test_clip_shorter_than_speech_is_played_forward_and_back(media, tmp_path):
     speech = read_audio(media / SPEECH, sr=16000)
     write_audio(long_speech, np.concatenate([speech, speech]), 16000)  # 9 s > 4.2 s of picture
     out = tmp_path / "clip.mp4"
-    result = ls.lipsync(face, long_speech, out)
+    result = ls.lipsync(face, long_speech, out_path=out)
     info = probe(out)
     assert result.extension == "ping-pong"
     assert abs(info.fps - info_in.fps) < 1e-6 and (info.width, info.height) == (info_in.width, info_in.height)
@@ -108,7 +109,7 @@ def test_clip_shorter_than_speech_is_played_forward_and_back(media, tmp_path):
 def test_clip_longer_than_speech_is_cut(media, tmp_path):
     short = tmp_path / "short.wav"
     write_audio(short, read_audio(media / SPEECH, sr=16000)[:16000], 16000)  # 1 s
-    result = ls.lipsync(media / CLIP, short, tmp_path / "cut.mp4")
+    result = ls.lipsync(media / CLIP, short, out_path=tmp_path / "cut.mp4")
     assert result.extension == "cut" and result.n_frames == 25
 
 
@@ -121,7 +122,7 @@ def test_frames_without_a_face_pass_through(media, speech_wav, tmp_path):
     face = tmp_path / "gap.mp4"
     write_video(face, frames, 25)
     out = tmp_path / "gap_out.mp4"
-    result = ls.lipsync(face, speech_wav, out)
+    result = ls.lipsync(face, speech_wav, out_path=out)
     assert result.face_frames < result.n_frames
     got = [f for _, _, f in iter_video_frames(out)]
     src = [f for _, _, f in iter_video_frames(face)]
@@ -140,7 +141,7 @@ def test_frames_without_a_face_pass_through(media, speech_wav, tmp_path):
 def test_silent_speech_is_accepted_and_said(media, tmp_path):
     silent = tmp_path / "silent.wav"
     write_audio(silent, np.zeros(32000, np.float32), 16000)
-    result = ls.lipsync(media / PHOTO, silent, tmp_path / "silent.mp4")
+    result = ls.lipsync(media / PHOTO, silent, out_path=tmp_path / "silent.mp4")
     assert result.silent_audio and "silent" in result.message()
 
 
@@ -155,29 +156,29 @@ def test_bad_inputs_get_clear_messages(media, speech_wav, tmp_path):
     bad = make_bad_inputs(tmp_path, media)
     for name in ("empty", "corrupt", "audio_only", "no_face"):
         path, phrase = bad[name]
-        with pytest.raises(ValueError, match=phrase):
-            ls.lipsync(path, speech_wav, tmp_path / f"{name}.mp4")
+        with pytest.raises(AVStudioError, match=phrase):
+            ls.lipsync(path, speech_wav, out_path=tmp_path / f"{name}.mp4")
     blip = tmp_path / "blip.wav"
     write_audio(blip, np.zeros(160, np.float32), 16000)  # 10 ms: shorter than one frame
-    with pytest.raises(ValueError, match="shorter than one frame"):
-        ls.lipsync(media / PHOTO, blip, tmp_path / "blip.mp4")
-    with pytest.raises(ValueError, match="could not be read"):
-        ls.lipsync(media / PHOTO, bad["corrupt"][0], tmp_path / "x.mp4")
-    with pytest.raises(ValueError, match="no audio"):
-        ls.lipsync(media / PHOTO, bad["no_audio"][0], tmp_path / "y.mp4")
+    with pytest.raises(AVStudioError, match="shorter than one frame"):
+        ls.lipsync(media / PHOTO, blip, out_path=tmp_path / "blip.mp4")
+    with pytest.raises(AVStudioError, match="could not be read"):
+        ls.lipsync(media / PHOTO, bad["corrupt"][0], out_path=tmp_path / "x.mp4")
+    with pytest.raises(AVStudioError, match="no audio"):
+        ls.lipsync(media / PHOTO, bad["no_audio"][0], out_path=tmp_path / "y.mp4")
     landscape = tmp_path / "landscape.png"
     frame = next(iter_video_frames(media / "video" / "moviepy_fire2.mp4"))[2]
     Image.fromarray(frame).save(landscape)
-    with pytest.raises(ValueError, match="no face"):
-        ls.lipsync(landscape, speech_wav, tmp_path / "z.mp4")
-    with pytest.raises(ValueError, match="limit"):
-        ls.lipsync(media / PHOTO, speech_wav, tmp_path / "w.mp4", max_seconds=1)
+    with pytest.raises(AVStudioError, match="no face"):
+        ls.lipsync(landscape, speech_wav, out_path=tmp_path / "z.mp4")
+    with pytest.raises(AVStudioError, match="limit"):
+        ls.lipsync(media / PHOTO, speech_wav, out_path=tmp_path / "w.mp4", max_seconds=1)
 
 
 def test_cli(media, speech_wav, tmp_path, capsys):
     out = tmp_path / "cli.mp4"
-    assert ls.main(["--face", str(media / PHOTO), "--audio", str(speech_wav), "--out", str(out), "--json"]) == 0
+    assert ls.main([str(media / PHOTO), str(speech_wav), "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["n_frames"] == probe(out).n_frames and summary["source"] == "photo"
-    assert ls.main(["--face", str(tmp_path / "missing.mp4"), "--audio", str(speech_wav), "--out", str(out)]) == 2
+    assert ls.main([str(tmp_path / "missing.mp4"), str(speech_wav), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err

@@ -31,12 +31,12 @@ INTENSE = "music/librosa_admiralbob77_-_Choice_-_Drum-bass.ogg"  # held out too
 
 @pytest.fixture(scope="module")
 def encoder():
-    return mf.load_encoder()
+    return mf.load_model().encoder
 
 
 @pytest.fixture(scope="module")
 def controls():
-    return mf.load_controls()
+    return mf.load_model().controls
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_pipeline_on_a_real_photo_and_music(media, tmp_path):
     music = tmp_path / "music.wav"
     write_audio(music, read_audio(media / INTENSE, sr=SAMPLE_RATE, end=4.0), SAMPLE_RATE)
     out = tmp_path / "out.mp4"
-    r = mf.music_face(media / PHOTO, music, out, "smile+open_mouth", fps=25)
+    r = mf.music_face(media / PHOTO, music, out_path=out, expression="smile+open_mouth", fps=25)
     info = probe(out)
     assert info.has_audio and info.fps == pytest.approx(25) and info.n_frames == r.n_frames == 100
     assert (info.width, info.height) == (r.width + r.width % 2, r.height + r.height % 2)
@@ -151,7 +151,7 @@ def test_pipeline_on_a_real_photo_and_music(media, tmp_path):
 def test_cli_json_and_bad_inputs(media, tmp_path):
     music = tmp_path / "music.wav"
     write_audio(music, read_audio(media / CALM, sr=SAMPLE_RATE, end=2.0), SAMPLE_RATE)
-    cmd = [sys.executable, "-m", "pipelines.music_face", "--face", str(media / PHOTO), "--audio", str(music),
+    cmd = [sys.executable, "-m", "pipelines.music_face", str(media / PHOTO), str(music),
            "--out", str(tmp_path / "o.mp4"), "--json", "--fps", "20"]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -166,7 +166,7 @@ def test_cli_json_and_bad_inputs(media, tmp_path):
              "no audio track": (media / PHOTO, media / "talking_video/no_audio/dreamtalk_MEAD_M030_front_happy_level3_001.mp4")}
     for phrase, (face, audio) in cases.items():
         extra = ["--max-seconds", "5"] if phrase == "limit" else []
-        done = subprocess.run([*cmd[:4], str(face), "--audio", str(audio), "--out", str(tmp_path / "x.mp4"), "--json", *extra],
+        done = subprocess.run([*cmd[:3], str(face), str(audio), "--out", str(tmp_path / "x.mp4"), "--json", *extra],
                               capture_output=True, text=True, check=False)
         assert done.returncode == 2 and phrase in json.loads(done.stdout.strip().splitlines()[-1])["error"], done.stderr
         assert "Traceback" not in done.stderr
@@ -182,7 +182,7 @@ def test_several_faces_use_the_largest_and_say_so(media, tmp_path):
     cv2.imwrite(str(path), both[..., ::-1])
     music = tmp_path / "m.wav"
     write_audio(music, read_audio(media / INTENSE, sr=SAMPLE_RATE, end=1.0), SAMPLE_RATE)
-    r = mf.music_face(path, music, tmp_path / "two.mp4")
+    r = mf.music_face(path, music, out_path=tmp_path / "two.mp4")
     assert r.faces_found == 2 and "largest" in r.message()
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from media.io import mux_audio, probe, read_audio, read_video, write_video
+from pipelines.common import AVStudioError
 from pipelines.sync_check import SyncCheckError, check_sync, load_model, resync
 from tests.bad_inputs import make_bad_inputs
 from tests.conftest import ROOT
@@ -37,17 +38,17 @@ def test_recovers_a_known_shift(media, tmp_path, shift):
 
 def test_fix_resyncs_and_copies_the_picture(media, tmp_path):
     clip = shifted_clip(media / HELD_OUT, tmp_path / "early.mkv", 6)
-    result = check_sync(clip, fix_path=tmp_path / "fixed.mp4")
-    fixed = probe(result.fixed_path)
+    result = check_sync(clip, out_path=tmp_path / "fixed.mp4")
+    fixed = probe(result.output_path)
     assert fixed.n_frames == probe(clip).n_frames and fixed.video_codec == probe(clip).video_codec
-    again = check_sync(result.fixed_path)
+    again = check_sync(result.output_path)
     assert abs(again.offset_frames) <= 1, again.summary()
 
 
 def test_cli_json_and_fix(media, tmp_path):
     clip = shifted_clip(media / HELD_OUT, tmp_path / "late.mkv", -6)
     out = tmp_path / "cli_fixed.mp4"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.sync_check", str(clip), "--json", "--fix", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipelines.sync_check", str(clip), "--json", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -64,7 +65,7 @@ def test_too_long_is_refused_with_the_limit(media):
 
 def test_bad_inputs_get_clear_messages(media, tmp_path):
     for name, (path, phrase) in make_bad_inputs(tmp_path, media).items():
-        with pytest.raises(ValueError, match=phrase):
+        with pytest.raises(AVStudioError, match=phrase):
             check_sync(path)
         proc = subprocess.run([sys.executable, "-m", "pipelines.sync_check", str(path)],
                               capture_output=True, text=True, timeout=300)
@@ -97,9 +98,9 @@ def test_a_still_face_is_not_trusted_and_not_fixed(media, tmp_path):
     frames, fps = read_video(src, max_frames=1)
     still = tmp_path / "still.mp4"
     write_video(still, (frames[0] for _ in range(200)), fps, audio=read_audio(src)[: 8 * 16000], sr=16000)
-    result = check_sync(still, fix_path=tmp_path / "fixed.mp4")
+    result = check_sync(still, out_path=tmp_path / "fixed.mp4")
     assert not result.reliable and "No reliable" in result.verdict()
-    assert result.fixed_path is None and not (tmp_path / "fixed.mp4").exists() and result.fix_error
+    assert result.output_path is None and not (tmp_path / "fixed.mp4").exists() and result.problem
 
 
 def test_resync_reencodes_pictures_browsers_cannot_play(media, tmp_path):

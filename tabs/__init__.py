@@ -1,0 +1,2 @@
+"""The app's tabs, one module per tab. Each has ``TITLE``, ``load()`` (its models, at start-up) and
+``build()`` (its Gradio components and events); the work itself is done by ``pipelines/``."""
