@@ -22,3 +22,11 @@ def media() -> Path:
             pytest.fail(f"real media required but AVSTUDIO_MEDIA={path} is missing")
         pytest.skip(f"real media not found at {path} (set AVSTUDIO_MEDIA)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers: a test that reads the real media is marked ``media``; tests of the launched app are marked
+    ``slow`` in their modules. ``python -m pytest -m "not media and not slow"`` is the fast unit tier."""
+    for item in items:
+        if "media" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.media)

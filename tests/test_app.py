@@ -7,6 +7,8 @@ from media.io import probe
 from tests.bad_inputs import make_bad_inputs
 from tests.test_sync_check import HELD_OUT, shifted_clip
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def client():

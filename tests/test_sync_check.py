@@ -73,8 +73,10 @@ def test_bad_inputs_get_clear_messages(media, tmp_path):
         assert "Traceback" not in proc.stderr and phrase in proc.stderr, (name, proc.stderr[-1000:])
 
 
+@pytest.mark.slow
 def test_the_tab_examples_show_what_they_say():
-    """The examples are made by examples/make_examples.py: mouth driven by the speech, then audio 8 frames early."""
+    """The examples are made by examples/make_examples.py: the Lip sync pipeline's output on the portrait, then
+    the same with the audio 8 frames early."""
     examples = ROOT / "examples"
     in_sync = check_sync(examples / "sync_astronaut_in_sync.mp4")
     early = check_sync(examples / "sync_astronaut_audio_early.mp4")
