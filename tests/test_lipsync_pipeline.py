@@ -113,6 +113,21 @@ def test_clip_longer_than_speech_is_cut(media, tmp_path):
     assert result.extension == "cut" and result.n_frames == 25
 
 
+def test_large_input_is_scaled_to_the_max_side(media, tmp_path, monkeypatch):
+    """AVSTUDIO_MAX_SIDE caps video frames and photos alike, and the result says so."""
+    from pipelines.common import Settings
+
+    monkeypatch.setattr(ls, "settings", lambda: Settings(max_side=160))
+    short = tmp_path / "short.wav"
+    write_audio(short, read_audio(media / SPEECH, sr=16000)[:16000], 16000)
+    video = ls.lipsync(media / CLIP, short, out_path=tmp_path / "v.mp4")  # 224 x 224
+    photo = ls.lipsync(media / PHOTO, short, out_path=tmp_path / "p.mp4")
+    for result in (video, photo):
+        info = probe(result.output_path)
+        assert max(info.width, info.height) <= 160 and (info.width, info.height) == (result.width, result.height)
+        assert result.face_frames == result.n_frames and "was scaled to" in result.message()
+
+
 def test_frames_without_a_face_pass_through(media, speech_wav, tmp_path):
     """A clip whose middle frames show no face: those frames come out as they went in."""
     photo = np.ascontiguousarray(np.asarray(Image.open(media / PHOTO).convert("RGB").resize((256, 320))))

@@ -21,7 +21,7 @@ from models.audio_encoder import (
     interpolate_points,
     mfcc_points,
 )
-from models.face_controls import BROWS, FACE_OVAL, ExpressionControls, detail_mask
+from models.face_controls import BROWS, FACE_OVAL, detail_mask
 from pipelines import music_face as mf
 
 PHOTO = "faces/fnp_angelina_jolie.jpg"
@@ -192,4 +192,3 @@ def test_unknown_expression_and_strength_are_refused():
     with pytest.raises(mf.MusicFaceError, match="strength"):
         mf.parse_expression("smile", 9)
     assert mf.parse_expression("smile+raised_brows", 2) == {"smile": 2.0, "raised_brows": 2.0}
-    assert isinstance(ExpressionControls().names, tuple)
