@@ -250,8 +250,9 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
         write_video(out_path, painter.paint(source.frames(order), say), source.fps, audio=speech_out, sr=OUTPUT_SR)
     except MediaError as err:
         raise LipSyncError(f"the output could not be written: {err}") from err
-    timings["total"] = time.perf_counter() - t_start
-    timings["encoding_and_decoding"] = max(0.0, timings["total"] - timings["preprocessing"] - timings["network"])
+    total = time.perf_counter() - t_start
+    timings["encoding_and_decoding"] = max(0.0, total - timings["preprocessing"] - timings["network"])
+    timings["total"] = total
     say(1.0, "done")
     return LipSyncResult(output_path=str(out_path), duration_s=n_out / source.fps, timings=timings, notes=notes,
                          fps=source.fps, n_frames=n_out, width=source.width, height=source.height,

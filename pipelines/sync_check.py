@@ -93,9 +93,13 @@ class SyncResult(PipelineOutput):
         return (f"Audio is {abs(self.offset_frames)} frame(s) = {abs(self.offset_ms):.0f} ms {lead}; "
                 f"confidence {self.confidence:.3f}.")
 
+    def facts(self) -> str:
+        """What was measured, in one sentence."""
+        return (f"{self.face_frames}/{self.n_frames} frames with a face, {self.duration_s:.1f} s at {self.fps:.2f} fps; "
+                f"LSE-D {self.min_dist:.3f}, LSE-C {self.confidence:.3f}.")
+
     def message(self) -> str:
-        return (f"{self.verdict()} {self.face_frames}/{self.n_frames} frames with a face, {self.duration_s:.1f} s at "
-                f"{self.fps:.2f} fps; LSE-D {self.min_dist:.3f}, LSE-C {self.confidence:.3f}.")
+        return f"{self.verdict()} {self.facts()}"
 
 
 def load_model(dir_or_repo: str | Path | None = None) -> SyncNet:
@@ -180,6 +184,8 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     if out_path is not None:
         if not result.reliable:
             result.problem = "no re-synced video: the offset is not reliable enough to act on"
+        elif result.offset_frames == 0:
+            result.notes.append("Already in sync: no re-synced video is needed.")
         else:
             say(0.9, "writing the re-synced video")
             with timed(timings, "writing"):
@@ -248,6 +254,8 @@ def plot_curve(result: SyncResult):
     b.plot(t, result.frame_confidence, lw=1)
     b.set_xlabel("time (s)")
     b.set_ylabel("per-frame confidence")
+    a.set_title("distance over shifts", fontsize=9)
+    b.set_title("confidence per frame", fontsize=9)
     fig.tight_layout()
     return fig
 

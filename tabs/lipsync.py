@@ -52,7 +52,7 @@ def build() -> None:
         with gr.Column():
             video = gr.Video(label="Result")
             message = gr.Markdown()
-            details = gr.JSON(label="Details")
+            details = gr.JSON(label="Details", open=False)
     with gr.Accordion("What the network sees (one frame)", open=False), gr.Row():
         blur = gr.Image(label="Mouth-blur image")
         grad = gr.Image(label="Gradient map")

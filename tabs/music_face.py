@@ -47,7 +47,7 @@ def build() -> None:
             video = gr.Video(label="Result")
             plot = gr.Plot(label="Weight over time")
             message = gr.Markdown()
-            details = gr.JSON(label="Details")
+            details = gr.JSON(label="Details", open=False)
     photo_ex, music_ex = EXAMPLES / "lipsync_astronaut.jpg", EXAMPLES / "music_face_calm_to_intense.wav"
     if photo_ex.is_file() and music_ex.is_file():
         gr.Examples([[str(photo_ex), str(music_ex), ["smile", "open_mouth"], 1.0, 25]],

@@ -25,7 +25,7 @@ def check(video: str | None, fix: bool, progress=gr.Progress()):
     require(video, "Upload a video of a talking face first.")
     out = new_output_dir() / f"{Path(video).stem}_resynced.mp4" if fix else None
     result = run(sync_check.check_sync, video, out_path=out, progress=progress)
-    return f"### {result.verdict()}\n{result.message()}", result.summary(paths=False), \
+    return f"### {result.verdict()}\n{result.facts()}", result.summary(paths=False), \
         sync_check.plot_curve(result), result.output_path
 
 
@@ -38,9 +38,9 @@ def build() -> None:
             button = gr.Button("Check sync", variant="primary")
         with gr.Column():
             verdict = gr.Markdown()
-            plot = gr.Plot(label="Distance over shifts, and per-frame confidence")
+            plot = gr.Plot(show_label=False)
             fixed = gr.Video(label="Re-synced video")
-            details = gr.JSON(label="Details")
+            details = gr.JSON(label="Details", open=False)
     examples = sorted(EXAMPLES.glob("sync_*.mp4"))
     if examples:
         gr.Examples([[str(p), True] for p in examples], inputs=[video, fix],
