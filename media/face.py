@@ -1,7 +1,10 @@
 """Face tracking with MediaPipe face mesh (478 landmarks), and fixed-size face crops.
 
+Faces that are small in the frame (a person in a wide shot) are found with MediaPipe's full-range
+face detector and the mesh run on an enlarged crop around them (see :class:`FaceTracker`).
+
 Coordinates are pixels of the input frame: ``landmarks[..., 0]`` is x (column), ``[..., 1]`` is y
-(row), ``[..., 2]`` is MediaPipe's relative depth scaled by the frame width. Frames where no face
+(row), ``[..., 2]`` is MediaPipe's relative depth in the same pixel units as x. Frames where no face
 was found are flagged in ``FaceTrack.found`` (their landmarks are NaN); they never raise. The crop
 geometry of such frames is interpolated from their neighbours so that a crop sequence always has
 one crop per frame.
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from media.errors import AVStudioError
+
 N_LANDMARKS = 478
 # Landmark indices of the MediaPipe canonical face mesh.
 LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
@@ -40,7 +45,7 @@ CROPS = {  # kind: (width in units of d, height in units of d, vertical centre o
 }
 
 
-class NoFaceError(ValueError):
+class NoFaceError(AVStudioError):
     """No face was found in any frame."""
 
 
@@ -154,12 +159,22 @@ class FaceTracker:
     ``max_faces`` faces are detected per frame and associated across frames by box overlap;
     :meth:`track` returns the track of the face that is largest over the whole clip by default (so
     the identity cannot switch between two similar faces), or every track (``all_faces=True``).
+
+    Small faces (a person in a wide or 720p shot): the face mesh finds faces that fill a good part
+    of the frame. When it finds none on the whole frame, MediaPipe's full-range face detector looks
+    for faces on the frame and on overlapping square tiles of it, and the mesh runs on an enlarged
+    square crop around each detection; in video mode the next frame is cropped around the previous
+    frame's landmarks, so the detector only runs again when the face is lost. In static mode a face
+    the whole-frame mesh finds but that is small in the frame is measured again on a crop. Faces
+    that fill the frame take exactly the path they took before (the whole-frame mesh alone).
     """
 
     def __init__(self, max_faces: int = 4, min_confidence: float = 0.5, static: bool = False):
         import mediapipe as mp  # imported lazily: it is slow to import and not every caller needs it
 
         self.max_faces = max_faces
+        self.static = static
+        self._min_confidence = min_confidence
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=max_faces,
@@ -167,9 +182,15 @@ class FaceTracker:
             min_detection_confidence=min_confidence,
             min_tracking_confidence=min_confidence,
         )
+        self._crop_mesh = None  # the mesh on crops and the full-range detector, made when first needed
+        self._detector = None
+        self._previous: list[np.ndarray] = []  # video mode: the faces of the previous frame
+        self._since_search, self._search_every, self._skipped_search = 0, 1, False
 
     def close(self) -> None:
-        self._mesh.close()
+        for graph in (self._mesh, self._crop_mesh, self._detector):
+            if graph is not None:
+                graph.close()
 
     def __enter__(self):
         return self
@@ -178,15 +199,124 @@ class FaceTracker:
         self.close()
 
     def detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        """All faces in one RGB uint8 frame, largest first: a list of (478, 3) pixel landmarks."""
-        h, w = frame.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(frame))
-        faces = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
-            faces.append(pts)
+        """All faces in one RGB uint8 frame, largest first: a list of (478, 3) pixel landmarks.
+
+        In video mode (``static=False``) successive calls are successive frames of one video.
+        """
+        frame = np.ascontiguousarray(frame)
+        faces = _mesh_faces(self._mesh, frame)
+        self._skipped_search = False
+        if not faces:
+            faces = self._small_faces(frame)
+        elif self.static:  # one look at a photo: a face small in it gets the mesh again, on a crop
+            limit = _REFINE_BELOW * max(frame.shape[:2])
+            for k, pts in enumerate(faces):
+                better = self._mesh_around(frame, pts) if _size(pts) < limit else None
+                faces[k] = pts if better is None else better
         faces.sort(key=lambda p: -_box_area(p))
+        if faces:
+            self._since_search, self._search_every = 0, 1
+        if not self.static:
+            self._previous = faces
         return faces
+
+    def _small_faces(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Faces the whole-frame mesh missed: the mesh on crops around the previous frame's faces
+        (video mode), else around full-range detections.
+
+        In video mode, while the search finds nothing it runs on ever sparser frames (every
+        _SEARCH_EVERY-th at most) to keep face-less videos fast; :meth:`track` fills the skipped
+        frames back in once a face is found.
+        """
+        faces = self._follow(frame, self._previous)
+        if faces:
+            return faces
+        if not self.static:
+            self._since_search += 1
+            if self._since_search < self._search_every:
+                self._skipped_search = True
+                return []
+            self._since_search = 0
+        for cx, cy, size in self._detect_boxes(frame):
+            pts = self._mesh_on_crop(frame, cx, cy, size * _CROP_OVER_BOX)
+            if pts is not None and not any(_iou(pts, f) > 0.3 for f in faces):
+                faces.append(pts)
+            if len(faces) >= self.max_faces:
+                break
+        if not faces:  # search less often while there is no face (detect resets this once one is found)
+            self._search_every = min(2 * self._search_every, _SEARCH_EVERY)
+        return faces
+
+    def _follow(self, frame: np.ndarray, previous: list[np.ndarray]) -> list[np.ndarray]:
+        """The mesh on crops around ``previous`` faces (an adjacent frame's landmarks)."""
+        faces: list[np.ndarray] = []
+        for prev in previous:
+            pts = self._mesh_around(frame, prev)
+            if pts is not None and not any(_iou(pts, f) > 0.3 for f in faces):
+                faces.append(pts)
+        return faces
+
+    def _mesh_around(self, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+        """The mesh on a crop around a face's (approximate) ``landmarks``: see :meth:`_mesh_on_crop`."""
+        (x0, y0), (x1, y1) = landmarks[:, :2].min(axis=0), landmarks[:, :2].max(axis=0)
+        return self._mesh_on_crop(frame, (x0 + x1) / 2, (y0 + y1) / 2, _size(landmarks) * _CROP_OVER_FACE)
+
+    def _mesh_on_crop(self, frame: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
+        """The mesh on a square crop (centre cx, cy; ``side`` pixels) resized to _CROP_SIZE, in frame pixels.
+
+        None when the mesh finds no face centred in the middle half of the crop (a neighbour's face).
+        """
+        if self._crop_mesh is None:
+            import mediapipe as mp
+
+            self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=self._min_confidence,
+                min_tracking_confidence=max(self._min_confidence, _CROP_PRESENCE))
+        side = max(side, 16.0)
+        scale = _CROP_SIZE / side
+        x0, y0 = cx - side / 2, cy - side / 2
+        # pixel centres map to pixel centres: u + 0.5 = (x + 0.5 - x0) * scale; a large face is cut at
+        # (about) its own resolution, then shrunk with pixel averaging
+        n = _CROP_SIZE if scale >= 1 else int(np.ceil(side))
+        s = n / side
+        m = np.array([[s, 0.0, (0.5 - x0) * s - 0.5], [0.0, s, (0.5 - y0) * s - 0.5]])
+        crop = cv2.warpAffine(frame, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if n != _CROP_SIZE:
+            crop = cv2.resize(crop, (_CROP_SIZE, _CROP_SIZE), interpolation=cv2.INTER_AREA)
+        faces = _mesh_faces(self._crop_mesh, crop)
+        if not faces or np.any(np.abs(faces[0][:, :2].mean(axis=0) - _CROP_SIZE / 2) > _CROP_SIZE / 4):
+            return None
+        pts = faces[0]
+        pts[:, :2] = (pts[:, :2] + 0.5) / scale - 0.5 + np.array([x0, y0], dtype=np.float32)
+        pts[:, 2] /= scale
+        return pts
+
+    def _detect_boxes(self, frame: np.ndarray) -> list[tuple[float, float, float]]:
+        """Full-range detections (centre x, y, size in pixels), best first, on the whole frame and on
+        overlapping square tiles of it (see :func:`_tiles`)."""
+        if self._detector is None:
+            import mediapipe as mp
+
+            self._detector = mp.solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=self._min_confidence)
+        h, w = frame.shape[:2]
+        found: list[tuple[float, float, float, float]] = []  # score, cx, cy, size
+        for x0, y0, side in _tiles(w, h):
+            tile = np.ascontiguousarray(frame[y0:y0 + side, x0:x0 + side])
+            th, tw = tile.shape[:2]
+            for det in self._detector.process(tile).detections or []:
+                box = det.location_data.relative_bounding_box
+                new = (det.score[0], x0 + (box.xmin + box.width / 2) * tw, y0 + (box.ymin + box.height / 2) * th,
+                       max(box.width * tw, box.height * th))
+                same = [k for k, c in enumerate(found)
+                        if max(abs(new[1] - c[1]), abs(new[2] - c[2])) < 0.5 * max(new[3], c[3])]
+                if not same:
+                    found.append(new)
+                elif new[0] > found[same[0]][0]:  # the same face seen in another window: the surer box
+                    found[same[0]] = new
+        found.sort(key=lambda c: -c[0])
+        return [(cx, cy, size) for _, cx, cy, size in found]
 
     def track(self, frames: Iterable[np.ndarray], all_faces: bool = False, smooth: int = 3,
               progress=None) -> FaceTrack | list[FaceTrack]:
@@ -197,9 +327,20 @@ class FaceTracker:
         """
         per_frame: list[list[np.ndarray]] = []
         size = (0, 0)
+        self._previous, self._since_search, self._search_every = [], 0, 1
+        skipped: list[tuple[int, np.ndarray]] = []  # frames without a face on which the search did not run
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
-            per_frame.append(self.detect(frame))
+            faces = self.detect(frame)
+            per_frame.append(faces)
+            if faces and skipped:  # a face found again: follow it back through the frames not searched
+                back = faces
+                for j, earlier in reversed(skipped):
+                    back = self._follow(np.ascontiguousarray(earlier), back)
+                    if not back:
+                        break
+                    per_frame[j] = sorted(back, key=lambda p: -_box_area(p))
+            skipped = skipped + [(i, frame)] if self._skipped_search else []
             if progress is not None:
                 progress(i)
         tracks = _associate(per_frame)
@@ -216,6 +357,50 @@ class FaceTracker:
                     lm[i], found[i] = pts, True
             out.append(FaceTrack(_smooth_landmarks(lm, found, smooth), found, size))
         return out if all_faces else out[0]
+
+
+_CROP_SIZE = 256  # side in pixels of the square crop the mesh sees around a small face
+_CROP_OVER_FACE = 1.8  # crop side over the previous frame's landmark extent
+_CROP_OVER_BOX = 2.0  # crop side over a full-range detection box
+_REFINE_BELOW = 0.2  # static mode: a face found on the whole frame but smaller than this fraction of
+# its long side is measured again on a crop (the mesh then starts from a coarse detection and its
+# landmarks can be off by a tenth of the eye distance or more; on the crop 0.01 to 0.02)
+_CROP_PRESENCE = 0.9  # the mesh's face presence score needed on a crop (a stricter check: small faces)
+_MIN_TILE = 256  # the smallest detector window, in frame pixels (faces of ~25 pixels and more)
+_SEARCH_EVERY = 8  # video mode: the detector search runs at least every this many frames without a face
+
+
+def _mesh_faces(mesh, image: np.ndarray) -> list[np.ndarray]:
+    """The faces a MediaPipe face mesh finds in an RGB image, (478, 3) landmarks in its pixels."""
+    h, w = image.shape[:2]
+    result = mesh.process(image)
+    return [np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            for face in result.multi_face_landmarks or []]
+
+
+def _tiles(w: int, h: int) -> list[tuple[int, int, int]]:
+    """Square windows (x0, y0, side) for the full-range detector: the whole frame, tiles of its short
+    side, and tiles of half of it (when at least _MIN_TILE pixels), neighbours overlapping by a fifth
+    or more. The detector sees each window at 192 x 192 and finds faces down to about a tenth of it.
+    """
+    out = [(0, 0, max(w, h))]
+    short = min(w, h)
+    if w != h:
+        out += [(x, y, short) for y in _starts(h, short) for x in _starts(w, short)]
+    if short // 2 >= _MIN_TILE:
+        out += [(x, y, short // 2) for y in _starts(h, short // 2) for x in _starts(w, short // 2)]
+    return out
+
+
+def _starts(length: int, side: int) -> list[int]:
+    """Start offsets of windows of ``side`` covering ``length``, neighbours overlapping by >= 20 %."""
+    n = 1 if length <= side else int(np.ceil((length - side) / (0.8 * side))) + 1
+    return np.linspace(0, length - side, n).round().astype(int).tolist()
+
+
+def _size(pts: np.ndarray) -> float:
+    """The larger side of a face's landmark box."""
+    return float((pts[:, :2].max(axis=0) - pts[:, :2].min(axis=0)).max())
 
 
 def _box_area(pts: np.ndarray) -> float:
@@ -305,13 +490,15 @@ def face_in_image(image: np.ndarray, all_faces: bool = False):
     return faces[0] if faces else None
 
 
-def track_video(path, end: float | None = None, all_faces: bool = False, progress=None):
-    """Decode ``path`` (streaming) and track its face(s): returns (FaceTrack or list, fps)."""
+def track_video(path, end: float | None = None, all_faces: bool = False, progress=None,
+                size: tuple[int, int] | None = None):
+    """Decode ``path`` (streaming, frames resized to ``size = (w, h)`` if given) and track its face(s):
+    returns (FaceTrack or list, fps)."""
     from media.io import iter_video_frames, probe
 
     fps = probe(path).fps
     with FaceTracker() as tracker:
-        frames = (frame for _, _, frame in iter_video_frames(path, end=end))
+        frames = (frame for _, _, frame in iter_video_frames(path, end=end, size=size))
         return tracker.track(frames, all_faces=all_faces, progress=progress), fps
 
 

@@ -408,7 +408,7 @@ def preview(face, frame_index: int = 0) -> dict:
     else:
         frame, landmarks = None, []
         try:
-            with FaceTracker(static=True) as tracker:  # one tracker for every frame tried
+            with FaceTracker() as tracker:  # video mode: a frame without a face is cheap to try
                 for i, _, f in iter_video_frames(face):
                     if i < frame_index:
                         continue
