@@ -157,16 +157,73 @@ class ExpressionControls(nn.Module):
 
     # -- persistence (diffusers-style) ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None) -> None:
+        """config.json + model.safetensors + README.md (model card)."""
         from models.pretrained import save_folder
 
-        save_folder(directory, "face_controls", {"names": list(self.names)}, self.state_dict(), metadata)
+        save_folder(directory, "face_controls", {"names": list(self.names)}, self.state_dict(), metadata,
+                    self.model_card(metadata or {}))
 
     @classmethod
-    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> ExpressionControls:
-        from models.pretrained import load_folder
+    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu",
+                        subfolder: str | None = None) -> ExpressionControls:
+        """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id, optionally
+        from its ``subfolder``."""
+        from models.pretrained import load_folder, load_state
 
-        _, raw, state = load_folder(dir_or_repo, map_location)
+        _, raw, state = load_folder(dir_or_repo, map_location, subfolder)
         model = cls(tuple(raw.get("names", EXPRESSIONS)))
-        model.load_state_dict(state)
+        load_state(model, state, raw, {})
         model.training_metadata = raw.get("training", {})
         return model.eval()
+
+    def model_card(self, metadata: dict) -> str:
+        """The Hugging Face model card (README.md) of these vectors; ``metadata`` as saved in config.json."""
+        from models.cards import render
+
+        people = metadata.get("people", [])
+        return render(
+            title="AV Studio expression control vectors (spec 03)",
+            summary=f"{len(self.names)} expression control vectors ({', '.join(self.names)}), each 478 x 2 face-mesh "
+                    "landmark displacements in canonical face units (eye distance 1), and the canonical mean face "
+                    "they are expressed in. AV Studio's Music to face pipeline adds them, scaled by the music's "
+                    "weight, to the detail landmarks of a photo's face mesh and warps the photo.",
+            tags=["face", "face-mesh", "expression", "control-vectors", "audio-visual"],
+            pipeline_tag="other",
+            intended_use="Demonstrations and research: animating the expression of a face photo (Music to face tab, "
+                         "`python -m pipelines.music_face`). Not for recognising or classifying expressions or "
+                         "emotions.",
+            usage=CARD_USAGE,
+            architecture="No network: buffers `vectors` (E, 478, 2) and `reference` (478, 2). Each vector is the mean "
+                         "over people of (expression frames - neutral frames, at matching mouth states) in the "
+                         "canonical frame, restricted to the expression's regions (`EXPRESSION_REGIONS`) "
+                         "(`training/make_control_vectors.py`).",
+            training=[f"- Measured on {metadata.get('source', 'clips not recorded')}: neutral, happy and surprised "
+                      f"clips of {len(people)} people ({', '.join(people)})." if people
+                      else "- Clips: not recorded in the metadata."],
+            metadata=metadata,
+            evaluate_with="`python -m training.make_control_vectors` (agreement between people) and "
+                          "`python -m benchmarks.music_face_eval` (the pipeline on held-out photos and tracks)",
+            limitations="Three people; the \"open mouth\" vector opens the mouth as in speech (the widest 10 % of "
+                        "spoken frames), not a shout. Large strengths (above 2) can fold the mesh around the lips. "
+                        "Frontal faces only were measured.",
+            data_names=["MEAD"])
+
+
+# How to use, in the model card.
+CARD_USAGE = """```python
+from models.face_controls import ExpressionControls
+
+controls = ExpressionControls.from_pretrained("models/weights/face_controls")  # or a Hub repo id
+d = controls.displacement(landmarks, {"smile": 1.0})  # (478, 2) pixels, detail landmarks only
+```"""
+
+# Headline figures of the bundled vectors for their model card (models.cards.refresh_bundled).
+CARD_EVALUATION = [
+    {"measure": f"{name}: cosine between the people's vectors (pairs)", "results": "face_controls_report.json",
+     "key": f"expressions.{name}.agreement_cosine_between_people"} for name in EXPRESSIONS
+] + [
+    {"measure": "Music to face: expression amplitude vs weight, pooled correlation (12 held-out photos)",
+     "results": "music_face_eval.json", "key": "summary.pooled_amplitude_weight_r", "target": ">= 0.8"},
+    {"measure": "Music to face: face outline drift / face height, median", "results": "music_face_eval.json",
+     "key": "summary.outline_drift_median", "target": "<= 0.02"},
+]

@@ -58,10 +58,11 @@ class LipSyncConfig:
     feat_dim: int = 256
     width: int = 24  # channels of the first generator layer (the bundled file must stay under 10 MB)
     neutral_keypoints: bool = False  # the keypoint map shows the clip's mean lip shape at the frame's lip position
-    mean_lip_shape: list | None = None  # (40, 2) crop pixels: the training clips' average lip shape (for photos)
     audio_keypoints: bool = False  # the keypoint map adds the lip predictor's deviation (from the audio) to the mean shape
-    lip_gain: float = 1.0  # the predicted deviation is multiplied by this (real movement std / predicted, on training clips)
-    lip_smooth_s: float = 0.0  # over a clip's frames, the predictions are smoothed by a Gaussian of this sigma (seconds)
+
+
+# Fitted numbers (buffers of LipSyncNet, in model.safetensors): config.json keys of the old layout -> buffer.
+LEGACY_FITTED = {"mean_lip_shape": "lip_mean_shape", "lip_gain": "lip_gain", "lip_smooth_s": "lip_smooth_s"}
 
 
 def _conv(cin, cout, k=3, s=1, p=1, norm=True):
@@ -175,6 +176,24 @@ class LipSyncNet(nn.Module):
         self.features = FeatureExtractor(c)
         self.generator = Generator(c)
         self.discriminator = Discriminator(c)
+        # Numbers fitted after training (models.lipsync_fit), saved with the weights. float64: they keep the
+        # exact values the fit chose. NaN mean shape = not fitted.
+        self.register_buffer("lip_mean_shape", torch.full((40, 2), float("nan"), dtype=torch.float64))
+        self.register_buffer("lip_gain", torch.tensor(1.0, dtype=torch.float64))  # real movement std / predicted
+        self.register_buffer("lip_smooth_s", torch.tensor(0.0, dtype=torch.float64))  # Gaussian sigma over frames, s
+        self.training_metadata: dict = {}
+
+    @property
+    def mean_lip_shape(self) -> np.ndarray | None:
+        """(40, 2) float32 crop pixels: the training clips' average lip shape (drawn for photos), or None
+        when it was not fitted."""
+        shape = self.lip_mean_shape.detach().cpu().numpy()
+        return None if np.isnan(shape).all() else shape.astype(np.float32)
+
+    @mean_lip_shape.setter
+    def mean_lip_shape(self, value) -> None:
+        shape = np.full((40, 2), np.nan) if value is None else np.asarray(value, np.float64).reshape(40, 2)
+        self.lip_mean_shape.copy_(torch.from_numpy(shape))
 
     @torch.no_grad()
     def predict_lip_deviation(self, mfcc: torch.Tensor, fps: float | None = None, batch: int = 256) -> np.ndarray:
@@ -191,7 +210,7 @@ class LipSyncNet(nn.Module):
 
         dev = np.concatenate([predict(mfcc[s:s + batch]) for s in range(0, len(mfcc), batch)]) if len(mfcc) \
             else np.zeros((0, 40, 2), np.float32)
-        dev = self.config.lip_gain * smooth_frames(dev, self.config.lip_smooth_s * fps if fps else 0.0)
+        dev = float(self.lip_gain) * smooth_frames(dev, float(self.lip_smooth_s) * fps if fps else 0.0)
         closed = predict(torch.from_numpy(silence_windows(1, mfcc.shape[-1])).to(mfcc))
         dev = np.where((inner_gap(dev) < inner_gap(closed))[:, None, None], closed, dev)
         return (dev * (LIP_UNIT * D_PIXELS)).astype(np.float32)
@@ -203,24 +222,104 @@ class LipSyncNet(nn.Module):
 
     # -- persistence (diffusers-style) ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path, metadata: dict | None = None, with_discriminator: bool = False) -> None:
-        """config.json + model.safetensors; the discriminator is left out unless asked (inference does not need it)."""
+        """config.json + model.safetensors + README.md (model card); the discriminator is left out unless asked
+        (inference does not need it)."""
         from models.pretrained import save_folder
 
         state = {k: v for k, v in self.state_dict().items() if with_discriminator or not k.startswith("discriminator.")}
-        save_folder(directory, "lipsync", asdict(self.config), state, metadata)
+        save_folder(directory, "lipsync", asdict(self.config), state, metadata, self.model_card(metadata or {}))
 
     @classmethod
-    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu") -> LipSyncNet:
-        """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id."""
-        from models.pretrained import config_fields, load_folder
+    def from_pretrained(cls, dir_or_repo: str | Path = DEFAULT_WEIGHTS, map_location: str = "cpu",
+                        subfolder: str | None = None) -> LipSyncNet:
+        """Load from a local folder (config.json + model.safetensors) or a Hugging Face Hub repo id, optionally
+        from its ``subfolder``. A folder of the old layout (fitted numbers in config.json) loads the same."""
+        from models.pretrained import config_fields, load_folder, load_state
 
-        path, raw, state = load_folder(dir_or_repo, map_location)
+        _, raw, state = load_folder(dir_or_repo, map_location, subfolder)
         model = cls(LipSyncConfig(**config_fields(raw, LipSyncConfig)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("discriminator.") for k in missing):
-            raise ValueError(f"weights in {path} do not fit the model: missing {missing}, unexpected {unexpected}")
+        load_state(model, state, raw, LEGACY_FITTED, optional_prefixes=("discriminator.",))
         model.training_metadata = raw.get("training", {})
         return model.eval()
+
+    def model_card(self, metadata: dict) -> str:
+        """The Hugging Face model card (README.md) of these weights; ``metadata`` as saved in config.json."""
+        from models.cards import render
+
+        n_params = sum(p.numel() for n, p in self.named_parameters() if not n.startswith("discriminator."))
+        train, held = metadata.get("train_clips", []), metadata.get("holdout_sources", [])
+        sources = metadata.get("train_sources") or sorted({c.split("_")[0] for c in train})
+        fitted = (f"lip gain {float(self.lip_gain):.4g}, smoothing {float(self.lip_smooth_s):g} s, "
+                  f"mean lip shape {'fitted' if self.mean_lip_shape is not None else 'not fitted'}")
+        return render(
+            title="AV Studio lip-sync network (spec 05)",
+            summary="Makes the mouth of a face (video or photo) follow new speech: from the audio, a lip predictor "
+                    "chooses the mouth's keypoints, and a U-Net generator draws the lower face to match them; the "
+                    "pipeline pastes the generated mouth back. Part of the AV Studio demo (`pipelines/lipsync.py`).",
+            tags=["lip-sync", "talking-face", "audio-driven", "face-animation", "audio-visual"],
+            pipeline_tag="video-to-video",
+            intended_use="Demonstrations and research on audio-driven lip sync of one face: re-voicing a short "
+                         "talking-head clip or animating a portrait photo with speech, through AV Studio's Lip sync tab "
+                         "or `python -m pipelines.lipsync`. Not for making people appear to say what they did not "
+                         "say without their consent, nor for identity or liveness decisions.",
+            usage=CARD_USAGE,
+            architecture=f"Feature extraction (a visual encoder over 5 mouth-blur crops with their gradient maps, "
+                         f"{self.config.crop_width} x {self.config.crop_height}, and an audio encoder over "
+                         f"{self.config.n_mfcc} x {self.config.mfcc_frames} MFCC windows, both to "
+                         f"{self.config.feat_dim}-d vectors) with a linear lip head, refitted by ridge regression on the "
+                         f"frozen audio vectors (the lip predictor), and a U-Net generator (width {self.config.width}) "
+                         f"with FiLM and injected features at its 4 x 8 bottleneck. {n_params / 1e6:.2f} M parameters "
+                         f"(the GAN discriminator, used only in training, is not included). Fitted numbers, stored as "
+                         f"buffers in `model.safetensors`: {fitted}.",
+            training=[f"- Trained on {len(train)} talking-face clips" + (f" from the sources {', '.join(sources)}" if sources else "")
+                      + " of the AV Studio media collection (`talking_video/`), with the bundled sync discriminator "
+                        "as a loss." if train else "- Training clips: not recorded in the metadata.",
+                      f"- Held out (never trained on): {', '.join(held) if held else 'nothing recorded'}.",
+                      (f"- Training: stages {', '.join(metadata.get('stages', [])) or '?'}; "
+                       "see `training/train_lipsync.py` and `docs/lipsync.md`."),
+                      *([f"- Clips: {', '.join(f'`{c}`' for c in train)}."] if train else [])],
+            metadata=metadata,
+            evaluate_with="`python -m benchmarks.lipsync_eval` (14 held-out PC-AVS faces driven by another "
+                          "held-out speaker, 14 speech recordings and 20 photos)",
+            limitations="The mouth is generated at 128 x 64 for the whole lower face, so on large faces it is softer "
+                        "than the rest of the picture. The mouth's shape for each moment comes from a linear "
+                        "predictor fitted on about 7 minutes of speech: it follows a held-out speaker's real mouth "
+                        "at a correlation of about 0.3-0.4, so the timing is right while single sounds are often "
+                        "shaped wrongly; the mouth-opening-vs-loudness target (0.3) is met with clean speech "
+                        "recordings but not with interview audio. One face (the largest) speaks; the training "
+                        "clips hold about 15 speakers.",
+            data_names=[*sources, *held])
+
+
+# How to use, in the model card.
+CARD_USAGE = """```python
+from models.lipsync import LipSyncNet
+
+model = LipSyncNet.from_pretrained("models/weights/lipsync")  # or a Hub repo id (subfolder=...)
+# the whole pipeline: python -m pipelines.lipsync FACE SPEECH --out OUT.mp4
+```"""
+
+# Headline figures of the bundled weights for their model card (models.cards.refresh_bundled).
+CARD_EVALUATION = [
+    {"measure": "Sync check finds the offset within +/-1 frame (14 held-out faces, another held-out speaker's audio)",
+     "results": "lipsync_eval.json", "key": "summary.sync_offset_within_1_frame", "target": ">= 0.8"},
+    {"measure": "Sync check confidence (LSE-C), median", "results": "lipsync_eval.json",
+     "key": "summary.sync_confidence_median"},
+    {"measure": "mouth opening vs loudness, median correlation (interview audio)", "results": "lipsync_eval.json",
+     "key": "summary.opening_loudness_corr_median", "target": ">= 0.3"},
+    {"measure": "mouth opening vs loudness, median correlation (14 speech recordings)", "results": "lipsync_eval.json",
+     "key": "summary.speech_opening_loudness_corr_median", "target": ">= 0.3"},
+    {"measure": "output mouth vs the driving speaker's real mouth, median correlation", "results": "lipsync_eval.json",
+     "key": "summary.driver_gap_corr_median"},
+    {"measure": "silent track: 90th percentile of the inner-lip gap / face height, median", "results": "lipsync_eval.json",
+     "key": "summary.silent_gap_p90_median", "target": "<= 0.02"},
+    {"measure": "PSNR above the nose against the input, minimum (dB)", "results": "lipsync_eval.json",
+     "key": "summary.psnr_above_nose_db_min", "target": ">= 30"},
+    {"measure": "20 photos: output mouth vs the driving speaker's real mouth, median correlation",
+     "results": "lipsync_eval.json", "key": "summary.photo_driver_gap_corr_median"},
+    {"measure": "real-time factor on a 2-core CPU (10 s, 256 x 256)", "results": "lipsync_speed.json",
+     "key": "real_time_factor.total", "target": "<= 1.0"},
+]
 
 
 def inner_gap(points: np.ndarray) -> np.ndarray:

@@ -1,30 +1,19 @@
-"""The lip-sync network (spec 05): shapes, persistence, inputs that hide the target mouth, and training steps that learn."""
+"""The lip-sync network (spec 05): shapes, persistence, keypoint maps and the fitted lip predictor.
+(Tests of the training script's inputs and steps: tests/test_training.py.)"""
 import numpy as np
 import pytest
 import torch
 
 from media.features import SAMPLE_RATE, mfcc
-from models.lipsync import LipSyncConfig, LipSyncNet, keypoint_map, normalize_mfcc
-from models.syncnet import SyncNet
-from pipelines.lipsync import PASTE_GROW
-from training.train_lipsync import (
-    CROP,
-    Sampler,
-    agreement_loss,
-    finish_clip,
-    lip_hull,
-    mfcc_window,
-    prepare_clip,
-    reference_input,
-    sync_loss,
-)
+from models.lipsync import CROP, LipSyncConfig, LipSyncNet, keypoint_map, normalize_mfcc
+from models.lipsync_fit import mfcc_window, track_lip_clip
 
 CLIP = "talking_video/lrs2_deepavsr_00001.mp4"  # 4.9 s, 160 x 160, one speaker
 
 
 @pytest.fixture(scope="module")
 def clip(media):
-    return finish_clip("lrs2_00001", "lrs2", prepare_clip(media / CLIP))
+    return track_lip_clip(media / CLIP, name="lrs2_00001", source="lrs2")
 
 
 def test_shapes_and_ranges():
@@ -53,22 +42,6 @@ def test_save_and_load_round_trip_under_10_mb(tmp_path):
     assert again.training_metadata == {"note": "test"}
 
 
-def test_prepared_clip_is_consistent(clip):
-    n = len(clip["found"])
-    assert clip["real"].shape == (n, CROP[1], CROP[0], 3) and clip["blur"].shape == clip["real"].shape
-    assert clip["found"].mean() > 0.9
-    f = np.flatnonzero(clip["found"])
-    # the keypoints sit in the lower-middle of the aligned crop: the mouth
-    kp = clip["keypoints"][f]
-    assert 0.3 * CROP[0] < np.nanmean(kp[..., 0]) < 0.7 * CROP[0]
-    assert 0.3 * CROP[1] < np.nanmean(kp[..., 1]) < 0.8 * CROP[1]
-    # the blur image is blurred at the mouth, and only around it
-    mouth = lip_hull(clip["keypoints"][f[0]], 0.0) > 0.5
-    diff = np.abs(clip["blur"][f[0]].astype(int) - clip["real"][f[0]].astype(int)).sum(-1)
-    assert diff[mouth].mean() > 3 * max(diff[:8].mean(), 0.5)  # top rows (the nose) barely change
-    assert clip["mfcc"].shape[0] == 13 and len(clip["starts"]) > 50
-
-
 def test_mfcc_normalisation_keeps_silence_silent():
     speech_like = np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32)
     silence = np.zeros(SAMPLE_RATE, np.float32)
@@ -92,62 +65,6 @@ def test_keypoint_map_peaks_at_the_points():
     assert m[5, 60] < 1e-3
 
 
-def test_reference_input_shows_another_mouth(clip):
-    """The generator never sees the target mouth through the blur: its mouth area is the reference frame's."""
-    f = np.flatnonzero(clip["found"])
-    opening = clip["opening"]
-    target = int(f[np.nanargmax(opening[f])])
-    ref = int(f[np.nanargmin(opening[f])])
-    x = reference_input(clip, target, ref)
-    assert x.shape == (5, CROP[1], CROP[0])
-    # on the lips by default; with --swap-grow 0.5, over everything the pipeline pastes back (jaw line, corners)
-    for swap, grow in ((0.25, 0.0), (0.5, 0.0), (0.5, PASTE_GROW)):
-        x = reference_input(clip, target, ref, swap_grow=swap)
-        mouth = lip_hull(clip["keypoints"][target], grow, feather=0) > 0.5
-        seen = (x[:3].transpose(1, 2, 0) * 255)[mouth]
-        to_ref = np.abs(seen - clip["blur"][ref][mouth]).mean()
-        to_target = np.abs(seen - clip["blur"][target][mouth]).mean()
-        assert to_ref < 0.1 * to_target, (swap, grow)
-    # away from the mouth, the input is the target frame's own blur crop (its pose)
-    top = slice(0, 6)
-    assert np.abs(x[:3, top].transpose(1, 2, 0) * 255 - clip["blur"][target][top]).mean() < 1.0
-
-
-def test_training_steps_lower_the_losses(clip):
-    torch.manual_seed(0)
-    sampler = Sampler([clip], np.random.default_rng(0))
-    model = LipSyncNet()
-    # stage A on one fixed batch
-    g, a, owner, lips = sampler.stage_a(n_clips=1, per_clip=16)
-    assert lips.shape == (16, 40, 2) and 0.1 < float(lips.std()) < 10
-    opt = torch.optim.Adam(model.features.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(25):
-        loss, _ = agreement_loss(model.features.visual_vector(g), model.features.audio_vector(a), owner)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0]
-    # stage B: reconstruction of one fixed batch, with the sync loss of the bundled discriminator in the graph
-    syncnet = SyncNet.from_pretrained().eval()
-    ref, audio, real, weight, mel, means, base = sampler.stage_b(2, 0.05)
-    assert base.shape == (10, 40, 2) and np.isfinite(base).all()  # each frame's base lip shape, for predicted maps
-    opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
-    recon = []
-    for _ in range(25):
-        fake = model.generator(ref, model.features.audio_vector(audio).detach())
-        r = (weight * (fake - real).abs()).mean() / weight.mean()
-        s, cos = sync_loss(syncnet, fake, mel, means)
-        loss = r + 0.03 * s
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        recon.append(r.item())
-    assert recon[-1] < 0.75 * recon[0]
-    assert torch.isfinite(cos).all() and cos.shape == (2,)
-
-
 def test_neutral_keypoints_keep_position_not_shape(clip):
     from models.lipsync import keypoints_for_input
 
@@ -167,16 +84,13 @@ def test_lip_predictor_follows_the_mouth_and_closes_on_silence(media, clip):
     speech moves the mouth about as far as the real one did, around the same mean, and silence gives the
     closed mouth, which the scaled prediction never goes below."""
     from models.lipsync import D_PIXELS, LIP_UNIT, inner_gap, silence_windows
-    from training.train_lipsync import (
-        fit_lip_predictor,
-        lip_deviation,
-        opening_correlation,
-    )
+    from models.lipsync_fit import fit_lip_predictor, lip_deviation, opening_correlation
 
-    other = finish_clip("lrs2_00016", "lrs2", prepare_clip(media / "talking_video/lrs2_deepavsr_00016.mp4"))
+    other = track_lip_clip(media / "talking_video/lrs2_deepavsr_00016.mp4", name="lrs2_00016", source="lrs2")
     model = LipSyncNet.from_pretrained()
     report = fit_lip_predictor(model, [clip, other])
-    assert model.config.audio_keypoints and 1.0 < model.config.lip_gain < 10.0
+    assert model.config.audio_keypoints and 1.0 < float(model.lip_gain) < 10.0
+    assert float(model.lip_smooth_s) == report["smooth_s"] and float(model.lip_gain) == report["lip_gain"]
     assert report["ridge_penalty"] in (10.0, 100.0, 1000.0, 10000.0) and 0 <= report["smooth_s"] <= 0.16
     # in-sample, the predicted gap follows the gap the face mesh measured
     assert min(opening_correlation(model, [clip, other])) > 0.3

@@ -57,7 +57,7 @@ def test_mfcc_points_every_100_ms_and_square_input(media):
     assert m.shape == (13, len(audio) // 1600)
     for n, points in ((1500, 0), (1700, 1), (16000, 10), (16001, 10)):  # one point per full 100 ms
         assert mfcc_points(audio[:n]).shape == (13, points)
-    x = encoder_input(m, AudioEncoderConfig(mfcc_low=list(m.min(1)), mfcc_high=list(m.max(1))))
+    x = encoder_input(m, AudioEncoderConfig(), m.min(1), m.max(1))
     assert x.shape == (int(np.ceil(m.shape[1] / 16)), 3, 16, 16)
     assert x.min() >= 0 and x.max() <= 1
     assert np.all(x[:, :, 13:] == 0)  # coefficient axis padded with 0 to a square

@@ -6,7 +6,8 @@
    one per 100 ms; ``models.audio_encoder.mfcc_points``). Whole tracks are held out (``--holdout``:
    three calm and three intense ones by default, the set the music-face evaluation uses).
 2. The per-coefficient bounds that map MFCC into [0, 1] are the 1st and 99th percentiles over the
-   training tracks: fixed for every input, so loudness differences between tracks survive.
+   training tracks (``models.audio_encoder.calibrate_mfcc``): fixed for every input, so loudness
+   differences between tracks survive.
 3. The autoencoder (8 Conv2d+BN+ReLU blocks, 8 ConvTranspose2d+BN+ReLU blocks) is trained on random
    16-point segments of the training tracks to reconstruct its input (mean squared error), for ``--steps``
    iterations. The held-out tracks' reconstruction error is logged beside the trivial baseline that
@@ -21,9 +22,11 @@
    off). Onset strength is the standard cue of arousal in music, and, read from a log spectrogram, it
    does not depend on how loud the file was mastered.
 4. The weight bounds: each training point's encoder vector averaged over its elements (spec step 2); its
-   5th and 95th percentiles over the corpus become weight 0 and 1.
+   5th and 95th percentiles over the corpus become weight 0 and 1 (``models.audio_encoder.calibrate_weights``).
+   Both pairs of bounds are buffers of the model, saved in its model.safetensors.
 
-Writes ``OUT/final`` (encoder only, the bundled form), ``OUT/report.json`` and ``OUT/report.png``.
+Writes ``OUT/final`` (encoder only, the bundled form), ``OUT/report.json`` and ``OUT/report.png``. Runs on the
+CPU, one GPU or several under ``accelerate launch`` (``training.accel``).
 """
 from __future__ import annotations
 
@@ -40,24 +43,28 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from media.io import read_audio
-from models.audio_encoder import (
+from models.audio_encoder import (  # CALM, INTENSE: moved to models.audio_encoder, still importable here
+    CALM,
+    INTENSE,
     SAMPLE_RATE,
     AudioAutoencoder,
     AudioEncoderConfig,
-    encoder_input,
+    calibrate_mfcc,
+    calibrate_weights,
     initial_parameters,
     map_to_weight,
     mfcc_points,
     point_vectors,
 )
+from training.accel import (
+    LossModule,
+    make_accelerator,
+    per_process_seed,
+    save_on_main,
+    sync_buffers,
+)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aac"}
-# Held out by default: three calm and three intense tracks (by their titles and genres; the evaluation
-# checks the labels against loudness and onset rate too).
-CALM = ["smstools_cello-phrase", "lincity_RobertvanHerk_ArchitecturalContemplations",
-        "librosa_147793__setuniman__sweet-waltz-0i-22mi"]
-INTENSE = ["librosa_admiralbob77_-_Choice_-_Drum-bass", "etr_race1-jt",
-           "librosa_Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_string_o"]
 
 
 ACTIVITY_SMOOTH_POINTS = 10  # activity is a rate: onset strength averaged over the second around each point
@@ -76,10 +83,14 @@ def activity(audio: np.ndarray, n_points: int, sr: int = SAMPLE_RATE) -> np.ndar
     return uniform_filter1d(onset.reshape(n_points, 10).mean(axis=1), ACTIVITY_SMOOTH_POINTS, mode="nearest")
 
 
-def load_tracks(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{stem: ((13, T) MFCC points, (T,) activity)} of every audio file in ``folder``."""
+def load_tracks(folder: Path, max_tracks: int | None = None, holdout=()) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{stem: ((13, T) MFCC points, (T,) activity)} of every audio file in ``folder`` (with ``max_tracks``, only
+    the first that many of the ``holdout`` tracks and of the others: smoke runs)."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if max_tracks:
+        paths = [p for p in paths if p.stem in holdout][:max_tracks] + [p for p in paths if p.stem not in holdout][:max_tracks]
     tracks = {}
-    for path in tqdm(sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES), desc="tracks", unit="track"):
+    for path in tqdm(paths, desc="tracks", unit="track"):
         audio = read_audio(path, sr=SAMPLE_RATE)
         m = mfcc_points(audio, SAMPLE_RATE)
         if m.shape[1] >= 16:
@@ -87,15 +98,10 @@ def load_tracks(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return tracks
 
 
-def calibrate_mfcc(train: dict[str, tuple], config: AudioEncoderConfig) -> None:
-    allp = np.concatenate([m for m, _ in train.values()], axis=1)
-    config.mfcc_low = np.percentile(allp, 1, axis=1).astype(float).tolist()
-    config.mfcc_high = np.percentile(allp, 99, axis=1).astype(float).tolist()
-
-
-def random_segments(train: dict[str, tuple], n: int, config: AudioEncoderConfig, rng: np.random.Generator,
+def random_segments(train: dict[str, tuple], n: int, model: AudioAutoencoder, rng: np.random.Generator,
                     bounds: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """n random 16-point segments (tracks drawn in proportion to their length) and their (n, 16) activity in [0, 1]."""
+    config = model.config
     names = list(train)
     lengths = np.array([train[k][0].shape[1] - config.points + 1 for k in names], np.float64)
     picks = rng.choice(len(names), size=n, p=lengths / lengths.sum())
@@ -103,7 +109,7 @@ def random_segments(train: dict[str, tuple], n: int, config: AudioEncoderConfig,
     for i in picks:
         m, act = train[names[i]]
         s = int(rng.integers(0, m.shape[1] - config.points + 1))
-        segs.append(encoder_input(m[:, s:s + config.points], config))
+        segs.append(model.input_for(m[:, s:s + config.points]))
         acts.append(scale_activity(act[s:s + config.points], bounds))
     return torch.from_numpy(np.concatenate(segs)), torch.from_numpy(np.stack(acts)).float()
 
@@ -112,25 +118,24 @@ def scale_activity(act: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     return np.clip((act - bounds[0]) / max(bounds[1] - bounds[0], 1e-9), 0.0, 1.0)
 
 
-def calibrate_weights(model: AudioAutoencoder, train: dict[str, tuple]) -> np.ndarray:
-    """Set the weight bounds to the 5th and 95th percentiles of every training point's mean vector; returns those means."""
-    pooled = np.concatenate([initial_parameters(point_vectors(model, m)) for m, _ in train.values()])
-    model.config.weight_low, model.config.weight_high = (float(v) for v in np.percentile(pooled, [5, 95]))
-    return pooled
-
-
 def held_track_weights(model: AudioAutoencoder, m: np.ndarray) -> np.ndarray:
     """The weight of every time point of a track's MFCC (what the pipeline computes, before interpolation)."""
-    return map_to_weight(initial_parameters(point_vectors(model, m)), model.config)
+    return map_to_weight(initial_parameters(point_vectors(model, m)), *model.weight_bounds())
+
+
+def reconstruction(model: AudioAutoencoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(code (B, 512, 1, 16), reconstruction of x): the training forward pass."""
+    code = model.encoder(x)
+    return code, model.decoder(code)
 
 
 @torch.no_grad()
 def held_out_errors(model: AudioAutoencoder, held: dict[str, tuple], mean_frame: np.ndarray) -> dict:
     """Reconstruction MSE over all non-overlapping segments of the held-out tracks, and the mean-frame baseline."""
     model.eval()
-    x = torch.from_numpy(np.concatenate([encoder_input(m, model.config) for m, _ in held.values()]))
+    x = torch.from_numpy(np.concatenate([model.input_for(m) for m, _ in held.values()])).to(model.mfcc_low.device)
     rec = F.mse_loss(model(x), x).item()
-    base = torch.from_numpy(mean_frame).float()
+    base = torch.from_numpy(mean_frame).float().to(x.device)
     baseline = F.mse_loss(base.expand_as(x), x).item()
     model.train()
     return {"held_recon_mse": rec, "held_mean_frame_mse": baseline}
@@ -148,19 +153,24 @@ def main(argv=None) -> int:
     ap.add_argument("--activity-weight", type=float, default=1.0,
                     help="weight of the self-supervised term tying each vector's mean to the music's activity (0: off)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None,
+                    help="cpu to force the CPU; by default Accelerate chooses (the GPU if any; see training.accel)")
+    ap.add_argument("--max-tracks", type=int, default=None, help="use only the first N tracks (smoke tests)")
     ap.add_argument("--calibrate-only", type=Path, default=None,
                     help="a trained encoder folder: only recompute its weight bounds on the training tracks, in place")
     args = ap.parse_args(argv)
+    accelerator = make_accelerator(args.device)
+    args.device = str(accelerator.device)
+    print = accelerator.print  # messages from the main process only
 
     folder = args.media / "music"
     if not folder.is_dir():
         print(f"error: no music folder at {folder} (set AVSTUDIO_MEDIA or --media)", file=sys.stderr)
         return 2
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(per_process_seed(args.seed, accelerator))
     t0 = time.time()
-    tracks = load_tracks(folder)
+    tracks = load_tracks(folder, args.max_tracks, args.holdout)
     held = {k: v for k, v in tracks.items() if k in args.holdout}
     train = {k: v for k, v in tracks.items() if k not in args.holdout}
     if not train or not held:
@@ -171,33 +181,35 @@ def main(argv=None) -> int:
     if args.calibrate_only:
         model = AudioAutoencoder.from_pretrained(args.calibrate_only)
         meta = dict(model.training_metadata)
-        calibrate_weights(model, train)
-        meta["weight_bounds"] = [model.config.weight_low, model.config.weight_high]
+        calibrate_weights(model, [m for m, _ in train.values()])
+        meta["weight_bounds"] = list(model.weight_bounds())
         meta["held_mean_weight"] = {k: float(held_track_weights(model, m).mean()) for k, (m, _) in held.items()}
-        model.save_pretrained(args.calibrate_only, metadata=meta)
+        save_on_main(accelerator, model, args.calibrate_only, metadata=meta)
         print(json.dumps({k: meta[k] for k in ("weight_bounds", "held_mean_weight")}, indent=1))
         return 0
 
     config = AudioEncoderConfig()
-    calibrate_mfcc(train, config)
-    model = AudioAutoencoder(config).to(args.device)
-    all_train = np.concatenate([encoder_input(m, config) for m, _ in train.values()])
+    model = AudioAutoencoder(config)
+    calibrate_mfcc(model, [m for m, _ in train.values()])
+    model.to(accelerator.device)
+    all_train = np.concatenate([model.input_for(m) for m, _ in train.values()])
     pooled_activity = np.concatenate([a for _, a in train.values()])
     act_bounds = tuple(float(v) for v in np.percentile(pooled_activity, [5, 95]))
     mean_frame = all_train.mean(axis=(0, 3), keepdims=True)[0]  # (3, 16, 1): the mean MFCC frame, every point
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+    forward, opt = accelerator.prepare(LossModule(model, reconstruction), opt)
     log = []
-    bar = tqdm(range(args.steps), desc="autoencoder", unit="step")
+    bar = tqdm(range(args.steps), desc="autoencoder", unit="step", disable=not accelerator.is_main_process)
     for step in bar:
-        x, act = random_segments(train, args.batch, config, rng, act_bounds)
-        x, act = x.to(args.device), act.to(args.device)
-        code = model.encoder(x)  # (B, 512, 1, 16)
-        recon = F.mse_loss(model.decoder(code), x)
+        x, act = random_segments(train, args.batch, model, rng, act_bounds)
+        x, act = x.to(accelerator.device), act.to(accelerator.device)
+        code, out = forward(x)  # code (B, 512, 1, 16)
+        recon = F.mse_loss(out, x)
         tie = F.mse_loss(code.mean(dim=1).squeeze(1), act)
         loss = recon + args.activity_weight * tie
         opt.zero_grad()
-        loss.backward()
+        accelerator.backward(loss)
         opt.step()
         sched.step()
         entry = {"step": step, "train_mse": recon.item(), "activity_mse": tie.item()}
@@ -207,8 +219,9 @@ def main(argv=None) -> int:
                             baseline=f"{entry['held_mean_frame_mse']:.4f}")
         log.append(entry)
 
+    sync_buffers(accelerator, model)  # the main process's BatchNorm statistics everywhere
     model.eval().cpu()
-    pooled = calibrate_weights(model, train)
+    pooled = calibrate_weights(model, [m for m, _ in train.values()])
     final = log[-1]
     held_weights, held_corr = {}, {}
     for k, (m, act) in held.items():
@@ -223,15 +236,16 @@ def main(argv=None) -> int:
         "activity_bounds": list(act_bounds),
         "train_weight_activity_corr": train_corr, "held_weight_activity_corr": held_corr,
         "held_recon_mse": final["held_recon_mse"], "held_mean_frame_mse": final["held_mean_frame_mse"],
-        "weight_bounds": [config.weight_low, config.weight_high],
+        "weight_bounds": list(model.weight_bounds()),
         "held_mean_weight": held_weights,
         "seconds": round(time.time() - t0, 1),
         "log": log,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out / "final", metadata={k: report[k] for k in (
+    save_on_main(accelerator, model, args.out / "final", metadata={k: report[k] for k in (
         "train_tracks", "holdout_tracks", "held_recon_mse", "held_mean_frame_mse", "weight_bounds",
         "train_weight_activity_corr", "held_mean_weight")})
+    if not accelerator.is_main_process:
+        return 0
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     plot_report(report, args.out / "report.png")
     print(json.dumps({k: report[k] for k in ("held_recon_mse", "held_mean_frame_mse", "weight_bounds", "held_mean_weight",

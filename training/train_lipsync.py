@@ -24,9 +24,12 @@
    only), so that a silent track closes the mouth.
 3. **Lip predictor** (``--audio-keypoints``, before stage B): the lip head is refitted by ridge
    regression on the frozen audio vectors (silence rows included; penalty chosen by leaving one
-   training source out) and its gain measured (``fit_lip_predictor``); stage B then draws the
+   training source out) and its gain measured (``models.lipsync_fit.fit_lip_predictor``: the fitted
+   numbers are buffers of the model, saved in its model.safetensors); stage B then draws the
    target frame's own keypoints into the map, and the held-out reports draw the predictor's, as
    the pipeline does.
+
+Runs on the CPU, one GPU or several under ``accelerate launch`` (``training.accel``).
 
 **Copying must not pay.** Unlike a mask, the blur leaves a trace of the original mouth. During
 training the generator's input is the target frame's blur crop with the mouth area (both frames'
@@ -56,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from media.errors import AVStudioError
 from media.face import LIPS, crop_landmarks, crop_transform, track_video
 from media.features import (
     SAMPLE_RATE,
@@ -63,25 +67,26 @@ from media.features import (
     frame_to_mel,
     log_mel,
     mel_windows,
-    mfcc,
 )
 from media.io import iter_video_frames, read_audio
 from media.mouth import gradient_map, mouth_blur_crop
 from models.lipsync import (
     CROP,
-    D_PIXELS,
-    LIP_UNIT,
     LipSyncConfig,
     LipSyncNet,
     generator_input,
-    inner_gap,
     keypoint_map,
     keypoints_for_input,
     lip_hull,
-    mfcc_windows,
-    normalize_mfcc,
     silence_windows,
-    smooth_frames,
+)
+from models.lipsync_fit import (  # the fits moved beside the model; still importable from here
+    fit_lip_predictor,
+    lip_clip,
+    lip_deviation,
+    mean_lip_shape,
+    mfcc_window,
+    opening_correlation,
 )
 from models.syncnet import (
     CROP_SIZE,
@@ -92,6 +97,13 @@ from models.syncnet import (
     video_window_indices,
 )
 from models.syncnet import DEFAULT_WEIGHTS as SYNCNET_WEIGHTS
+from training.accel import (
+    LossModule,
+    make_accelerator,
+    per_process_seed,
+    save_on_main,
+    sync_buffers,
+)
 from training.train_syncnet import _materialise
 
 SWAP_GROW = 0.25  # d: the mouth area swapped in from another frame (0.5 reaches past the pipeline's PASTE_GROW; measured, not better)
@@ -142,7 +154,7 @@ def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> 
             else:
                 try:
                     data = prepare_clip(_materialise(row["video"], Path(tmp)), _materialise(row["audio"], Path(tmp)))
-                except ValueError as err:  # MediaError, NoFaceError
+                except AVStudioError as err:  # MediaError, NoFaceError
                     tqdm.write(f"skipping {name}: {err}")
                     continue
                 np.savez_compressed(cached, **data)
@@ -156,21 +168,14 @@ def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> 
 def finish_clip(name: str, source: str, data: dict) -> dict:
     """Add the audio features, the sync discriminator's clip mean and the usable windows to a prepared clip."""
     fps = float(data["fps"])
-    clip = dict(data, name=name, source=source, fps=fps)
-    clip["mfcc"] = normalize_mfcc(mfcc(data["audio"], SAMPLE_RATE))
+    clip = dict(data, **lip_clip(name, source, data["keypoints"], data["found"], data["opening"], fps, data["audio"]))
     clip["mel"] = normalize_mel(log_mel(data["audio"], SAMPLE_RATE))
     clip["vidx"] = video_window_indices(len(data["found"]), fps)
     inside = frame_to_mel(np.arange(len(data["found"])), fps) + SYNC_MEL_FRAMES <= clip["mel"].shape[1]
     clip["starts"] = np.flatnonzero(valid_windows(data["found"], fps) & inside)
     gray = torch.from_numpy(data["real"][data["found"]]).permute(0, 3, 1, 2).float() / 255.0
     clip["sync_mean"] = to_sync_gray(gray).mean(0).numpy()  # (48, 96) in [0, 1]
-    clip["kp_mean"] = np.nanmean(data["keypoints"][data["found"]], axis=0)
     return clip
-
-
-def mean_lip_shape(clips: list[dict]) -> list:
-    """(40, 2) crop pixels: the average over clips of each clip's mean lip keypoints (a photo's neutral shape)."""
-    return np.round(np.mean([c["kp_mean"] for c in clips], axis=0), 3).tolist()
 
 
 def to_sync_gray(crops: torch.Tensor) -> torch.Tensor:
@@ -180,20 +185,9 @@ def to_sync_gray(crops: torch.Tensor) -> torch.Tensor:
                          antialias=True).squeeze(1)
 
 
-def mfcc_window(clip: dict, frames: np.ndarray) -> np.ndarray:
-    """(len(frames), 13, 16) normalised MFCC centred on each video frame of ``clip``."""
-    return mfcc_windows(clip["mfcc"], frames, clip["fps"])
-
-
 # --------------------------------------------------------------------------------------------
 # batches
 # --------------------------------------------------------------------------------------------
-
-def lip_deviation(clip: dict, frames: np.ndarray) -> np.ndarray:
-    """(len(frames), 40, 2) lip keypoints minus the clip's mean keypoints, in units of LIP_UNIT d (0 where missing)."""
-    dev = (clip["keypoints"][frames] - clip["kp_mean"]) / (LIP_UNIT * D_PIXELS)
-    return np.nan_to_num(dev).astype(np.float32)
-
 
 def group_input(clip: dict, frames: np.ndarray, group: int = 5) -> np.ndarray:
     """(len(frames), 4*group, 64, 128) float32: blur RGB + gradient of the frames t-2..t+2 around each frame."""
@@ -338,28 +332,37 @@ def sync_loss(syncnet: SyncNet, fake: torch.Tensor, mel: torch.Tensor, means: to
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
-def stage_a_loss(model: LipSyncNet, batch, args):
-    """Agreement loss + aux_weight x the shared lip head's error from both vectors; (loss, retrieval acc, lip error from audio)."""
+def features_loss(features, batch, args):
+    """Agreement loss + aux_weight x the shared lip head's error from both vectors; (loss, retrieval acc, lip error
+    from audio). ``features``: the model's FeatureExtractor."""
     g, a, owner, lips = (t.to(args.device) for t in batch)
-    v, au = model.features.visual_vector(g), model.features.audio_vector(a)
+    v, au = features.visual_vector(g), features.audio_vector(a)
     loss, acc = agreement_loss(v, au, owner)
-    lip_v = F.mse_loss(model.features.predict_lips(v), lips)
-    lip_a = F.mse_loss(model.features.predict_lips(au), lips)
+    lip_v = F.mse_loss(features.predict_lips(v), lips)
+    lip_a = F.mse_loss(features.predict_lips(au), lips)
     return loss + args.aux_weight * (lip_v + lip_a), acc, lip_a
 
 
-def train_stage_a(model: LipSyncNet, train: Sampler, held: Sampler | None, args, log: list) -> dict:
+def stage_a_loss(model: LipSyncNet, batch, args):
+    """:func:`features_loss` of the model's feature extraction."""
+    return features_loss(model.features, batch, args)
+
+
+def train_stage_a(model: LipSyncNet, train: Sampler, held: Sampler | None, args, log: list, accelerator=None) -> dict:
+    accelerator = accelerator or make_accelerator(args.device)
     opt = torch.optim.Adam(model.features.parameters(), lr=args.lr)
+    loss_fn, opt = accelerator.prepare(LossModule(model.features, features_loss), opt)
     model.features.train()
     acc_held, lip_held = float("nan"), float("nan")
-    bar = tqdm(range(args.stage_a_steps), desc="stage A", unit="step")
+    bar = tqdm(range(args.stage_a_steps), desc="stage A", unit="step", disable=not accelerator.is_main_process)
     for step in bar:
-        loss, acc, lip_a = stage_a_loss(model, train.stage_a(), args)
+        loss, acc, lip_a = loss_fn(train.stage_a(), args)
         opt.zero_grad()
-        loss.backward()
+        accelerator.backward(loss)
         opt.step()
         log.append({"stage": "A", "step": step, "loss": loss.item(), "train_acc": acc.item(), "lip_from_audio": lip_a.item()})
         if held is not None and (step + 1) % args.eval_every == 0:
+            sync_buffers(accelerator, model.features)  # the same model on every process: the same decision to stop
             acc_held, lip_held = evaluate_stage_a(model, held, args)
             log[-1].update(held_acc=acc_held, held_lip_from_audio=lip_held)
             model.features.train()
@@ -367,6 +370,8 @@ def train_stage_a(model: LipSyncNet, train: Sampler, held: Sampler | None, args,
                 break
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}", held=f"{acc_held:.2f}", lip=f"{lip_held:.2f}")
     model.features.eval()
+    sync_buffers(accelerator, model.features)  # the lip predictor's fit then runs alike everywhere
+    accelerator.free_memory()
     result = {"steps": step + 1, "held_retrieval_accuracy": acc_held, "held_lip_error_from_audio": lip_held,
               "lip_error_if_constant": 1.0 if held is None else held_lip_variance(held)}
     if held is not None:
@@ -392,25 +397,6 @@ def evaluate_stage_a(model: LipSyncNet, held: Sampler, args, batches: int = 4) -
 
 
 
-@torch.no_grad()
-def opening_correlation(model: LipSyncNet, clips: list[dict]) -> list[float]:
-    """Per clip: correlation between the mouth opening the audio vector predicts (through the lip head) and
-    the opening the face mesh measured, over every frame with a face. The audio-to-mouth signal, unheld by
-    identity: a vector that knows nothing of the mouth scores about 0."""
-    model.features.eval()
-    out = []
-    for clip in clips:
-        frames = np.flatnonzero(clip["found"])
-        if len(frames) < 10:
-            continue
-        pred = model.features.predict_lips(model.features.audio_vector(torch.from_numpy(mfcc_window(clip, frames))))
-        pred = pred.cpu().numpy()
-        p, t = inner_gap(pred), inner_gap(lip_deviation(clip, frames))
-        if p.std() > 0 and t.std() > 0:
-            out.append(float(np.corrcoef(p, t)[0, 1]))
-    return out
-
-
 def held_lip_variance(held: Sampler, batches: int = 4) -> float:
     """The lip error of always predicting the clip's mean mouth, on the same held-out batches (the bar to beat)."""
     rng_state = held.rng.bit_generator.state
@@ -419,18 +405,24 @@ def held_lip_variance(held: Sampler, batches: int = 4) -> float:
     return out
 
 
-def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sampler | None, args, log: list) -> list:
+def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sampler | None, args, log: list,
+                  accelerator=None) -> list:
+    """Generator and discriminator trained alternately. Under several processes both are data parallel: the
+    discriminator's own step goes through its wrapper; the generator's step reads the raw, frozen discriminator."""
+    accelerator = accelerator or make_accelerator(args.device)
     for p in model.features.parameters():
         p.requires_grad_(False)
     for p in syncnet.parameters():
         p.requires_grad_(False)
     g_opt = torch.optim.Adam(model.generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     d_opt = torch.optim.Adam(model.discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    generator, discriminator, g_opt, d_opt = accelerator.prepare(model.generator, model.discriminator, g_opt, d_opt)
     epochs = []
     for epoch in range(args.epochs):
         model.generator.train()
         model.discriminator.train()
-        bar = tqdm(range(args.steps_per_epoch), desc=f"stage B epoch {epoch + 1}/{args.epochs}", unit="step")
+        bar = tqdm(range(args.steps_per_epoch), desc=f"stage B epoch {epoch + 1}/{args.epochs}", unit="step",
+                   disable=not accelerator.is_main_process)
         for step in bar:
             ref, audio, real, weight, mel, means = (t.to(args.device) for t in train.stage_b(args.batch, args.min_opening_change)[:6])
             n_speech = len(ref)
@@ -439,13 +431,13 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
                 ref, audio, real, weight = (torch.cat([a, b]) for a, b in zip((ref, audio, real, weight), extra))
             with torch.no_grad():
                 vector = model.features.audio_vector(audio)
-            fake = model.generator(ref, vector)
+            fake = generator(ref, vector)
             # discriminator step, generator frozen
-            d_real, d_fake = model.discriminator(real), model.discriminator(fake.detach())
+            d_real, d_fake = discriminator(real), discriminator(fake.detach())
             d_loss = 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
                             + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
             d_opt.zero_grad()
-            d_loss.backward()
+            accelerator.backward(d_loss)
             d_opt.step()
             # generator step, discriminator frozen
             for p in model.discriminator.parameters():
@@ -456,7 +448,7 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
             sync, cos = sync_loss(syncnet, fake[:n_speech], mel, means)
             g_loss = recon + args.gan_weight * gan + args.sync_weight * sync
             g_opt.zero_grad()
-            g_loss.backward()
+            accelerator.backward(g_loss)
             g_opt.step()
             for p in model.discriminator.parameters():
                 p.requires_grad_(True)
@@ -465,13 +457,16 @@ def train_stage_b(model: LipSyncNet, syncnet: SyncNet, train: Sampler, held: Sam
             bar.set_postfix(recon=f"{recon.item():.3f}", sync=f"{cos.mean().item():.2f}", d=f"{d_loss.item():.2f}")
         row = {"epoch": epoch + 1, **{k: float(np.mean([r[k] for r in log if r.get("epoch") == epoch and r["stage"] == "B"]))
                                       for k in ("recon", "gan", "sync", "sync_cos", "d_loss")}}
+        sync_buffers(accelerator, model.generator)
+        sync_buffers(accelerator, model.discriminator)
         if held is not None:
             row.update(evaluate_stage_b(model, syncnet, held, args))
         epochs.append(row)
         tqdm.write(json.dumps(row))
         if args.out:
-            model.save_pretrained(Path(args.out) / f"epoch{epoch + 1}", metadata={"epoch": epoch + 1},
-                                  with_discriminator=True)
+            save_on_main(accelerator, model, Path(args.out) / f"epoch{epoch + 1}", metadata={"epoch": epoch + 1},
+                         with_discriminator=True)
+    accelerator.free_memory()
     return epochs
 
 
@@ -487,6 +482,7 @@ def evaluate_stage_b(model: LipSyncNet, syncnet: SyncNet, held: Sampler, args, w
     model.generator.eval()
     rng_state = held.rng.bit_generator.state
     ref, audio, real, weight, mel, means, base = held.stage_b(windows, args.min_opening_change)
+    ref, audio, real, weight, mel, means = (t.to(args.device) for t in (ref, audio, real, weight, mel, means))
     held.rng.bit_generator.state = rng_state
     if model.config.audio_keypoints:  # as at inference: the keypoint map is the lip predictor's, from the audio heard
         ref = with_predicted_keypoints(model, ref, base, audio)
@@ -515,80 +511,6 @@ def with_predicted_keypoints(model: LipSyncNet, ref: torch.Tensor, base: np.ndar
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# the lip predictor (audio vector -> lip keypoint deviation)
-# --------------------------------------------------------------------------------------------
-RIDGE_GRID = (10.0, 100.0, 1000.0, 10000.0)
-SMOOTH_GRID = (0.0, 0.04, 0.08, 0.12, 0.16)  # s: Gaussian smoothing of the predictions over a clip's frames
-
-
-@torch.no_grad()
-def lip_rows(model: LipSyncNet, clip: dict, silence_share: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen audio vectors (n, feat_dim) and lip deviations (n, 80) of a clip's frames with a face, plus
-    ``silence_share`` x n rows of silence whose target is the clip's closed mouth (its least-open tenth)."""
-    frames = np.flatnonzero(clip["found"])
-    x = model.features.audio_vector(torch.from_numpy(mfcc_window(clip, frames))).cpu().numpy()
-    y = lip_deviation(clip, frames).reshape(len(frames), -1)
-    opening = clip["opening"][frames]
-    closed = y[np.nan_to_num(opening, nan=np.inf) <= np.nanpercentile(opening, 10)].mean(0)
-    n_sil = max(5, round(silence_share * len(frames)))
-    xs = model.features.audio_vector(torch.from_numpy(silence_windows(1, model.config.mfcc_frames))).cpu().numpy()
-    return np.concatenate([x, np.repeat(xs, n_sil, 0)]), np.concatenate([y, np.repeat(closed[None], n_sil, 0)])
-
-
-def ridge(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge regression y ~ x W + b (the bias not penalised); returns (W (d, k), b (k,))."""
-    mx, my = x.mean(0), y.mean(0)
-    xc = x - mx
-    w = np.linalg.solve(xc.T @ xc + lam * np.eye(x.shape[1]), xc.T @ (y - my))
-    return w, my - mx @ w
-
-
-def fit_lip_predictor(model: LipSyncNet, clips: list[dict]) -> dict:
-    """Fit the lip head on the frozen audio vectors by ridge regression, choosing the penalty and the smoothing
-    of the predictions over frames by leaving one training source (one clip, with a single source) out at a
-    time (median per-clip correlation of the predicted and the measured inner-lip gap), and set ``lip_gain``
-    to the median ratio of real to predicted gap spread on the left-out predictions (a regression towards
-    the mean moves the mouth less than people do). Returns the fit's report."""
-    rows = {c["name"]: lip_rows(model, c) for c in tqdm(clips, desc="lip predictor: audio vectors", unit="clip")}
-    n_face = {c["name"]: int(c["found"].sum()) for c in clips}
-    group = {c["name"]: c["source"] for c in clips}
-    if len(set(group.values())) < 2:  # one source: leave one clip out at a time instead
-        group = {c["name"]: c["name"] for c in clips}
-    if len(set(group.values())) < 2:
-        raise ValueError("the lip predictor needs at least two training clips")
-    cv = {}
-    for lam in RIDGE_GRID:
-        preds = {}  # clip -> its left-out predictions, frames with a face
-        for src in sorted(set(group.values())):
-            fit = [c["name"] for c in clips if group[c["name"]] != src]
-            w, b = ridge(np.concatenate([rows[k][0] for k in fit]), np.concatenate([rows[k][1] for k in fit]), lam)
-            for c in clips:
-                if group[c["name"]] == src:
-                    preds[c["name"]] = rows[c["name"]][0][:n_face[c["name"]]] @ w + b
-        for smooth in SMOOTH_GRID:
-            corr, ratio = [], []
-            for c in clips:
-                p = inner_gap(smooth_frames(preds[c["name"]], smooth * c["fps"]))
-                t = inner_gap(rows[c["name"]][1][:n_face[c["name"]]])
-                if p.std() > 0 and t.std() > 0:
-                    corr.append(float(np.corrcoef(p, t)[0, 1]))
-                    ratio.append(float(t.std() / p.std()))
-            cv[(lam, smooth)] = {"gap_corr_median": float(np.median(corr)), "gain": float(np.median(ratio))}
-    lam, smooth = max(cv, key=lambda k: cv[k]["gap_corr_median"])
-    w, b = ridge(np.concatenate([r[0] for r in rows.values()]), np.concatenate([r[1] for r in rows.values()]), lam)
-    head = model.features.lip_head
-    head.weight.data = torch.from_numpy(w.T.astype(np.float32)).to(head.weight)
-    head.bias.data = torch.from_numpy(b.astype(np.float32)).to(head.bias)
-    model.config.lip_gain = round(cv[(lam, smooth)]["gain"], 4)
-    model.config.lip_smooth_s = smooth
-    model.config.audio_keypoints = True
-    silence = float(inner_gap(rows[clips[0]["name"]][0][-1:] @ w + b)[0]) * LIP_UNIT
-    return {"ridge_penalty": lam, "smooth_s": smooth,
-            "leave_one_source_out": [{"penalty": k[0], "smooth_s": k[1], **v} for k, v in cv.items()],
-            "lip_gain": model.config.lip_gain, "silence_gap_change_d": silence}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", type=Path, help="dataset folder from training.make_talking_dataset")
@@ -596,7 +518,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default OUT/../cache_lipsync)")
     ap.add_argument("--holdout-source", nargs="+", default=["pcavs"])
     ap.add_argument("--syncnet", default=str(SYNCNET_WEIGHTS), help="the sync discriminator for the sync loss")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None,
+                    help="cpu to force the CPU; by default Accelerate chooses (the GPU if any; see training.accel)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--batch", type=int, default=8, help="stage B: windows of 5 frames per step")
@@ -624,10 +547,14 @@ def main(argv=None) -> int:
                     help="a checkpoint folder of an earlier run (e.g. OUT/epoch3): skip stage A, go on with stage B")
     args = ap.parse_args(argv)
 
+    accelerator = make_accelerator(args.device)
+    args.device = accelerator.device
+    print = accelerator.print  # messages from the main process only
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(per_process_seed(args.seed, accelerator))
     t0 = time.time()
-    clips = load_clips(args.dataset, args.cache or args.out.parent / "cache_lipsync", args.max_clips)
+    with accelerator.main_process_first():  # the main process fills the clip cache, the others read it
+        clips = load_clips(args.dataset, args.cache or args.out.parent / "cache_lipsync", args.max_clips)
     train_clips = [c for c in clips if c["source"] not in args.holdout_source]
     held_clips = [c for c in clips if c["source"] in args.holdout_source]
     if not train_clips:
@@ -637,7 +564,7 @@ def main(argv=None) -> int:
     model = (LipSyncNet.from_pretrained(args.resume) if args.resume else LipSyncNet(LipSyncConfig())).to(args.device)
     if args.neutral_keypoints or args.audio_keypoints:
         model.config.neutral_keypoints = True
-        model.config.mean_lip_shape = mean_lip_shape(train_clips)
+        model.mean_lip_shape = mean_lip_shape(train_clips)
     true_kp = args.audio_keypoints
     train = Sampler(train_clips, rng, model.config.neutral_keypoints, args.swap_grow, true_kp)
     held = (Sampler(held_clips, np.random.default_rng(args.seed + 1), model.config.neutral_keypoints, args.swap_grow, true_kp)
@@ -649,18 +576,21 @@ def main(argv=None) -> int:
     if args.resume:
         report["stage_a"] = {"resumed_from": str(args.resume), **model.training_metadata}
     else:
-        report["stage_a"] = train_stage_a(model, train, held, args, log)
-        model.save_pretrained(args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
+        report["stage_a"] = train_stage_a(model, train, held, args, log, accelerator)
+        save_on_main(accelerator, model, args.out / "stage_a", metadata={"stage": "A", **report["stage_a"]})
     if args.audio_keypoints:
         report["lip_predictor"] = fit_lip_predictor(model, train_clips)
         if held_clips:
             corr = opening_correlation(model, held_clips)
             report["lip_predictor"]["held_gap_corr_median"] = float(np.median(corr)) if corr else float("nan")
         tqdm.write(json.dumps(report["lip_predictor"]))
-    report["stage_b"] = train_stage_b(model, syncnet, train, held, args, log)
+    report["stage_b"] = train_stage_b(model, syncnet, train, held, args, log, accelerator)
     report["seconds"] = round(time.time() - t0, 1)
-    model.save_pretrained(args.out / "final", metadata={"stages": ["A", "B"], "epochs": args.epochs,
-                                                        "holdout_sources": args.holdout_source})
+    save_on_main(accelerator, model, args.out / "final", metadata={
+        "stages": ["A", "B"], "epochs": args.epochs, "holdout_sources": args.holdout_source,
+        "train_sources": sorted({c["source"] for c in train_clips}), "train_clips": [c["name"] for c in train_clips]})
+    if not accelerator.is_main_process:
+        return 0
     report["log"] = log
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     plot_report(report, args.out / "report.png")

@@ -25,7 +25,7 @@ Steps (every parameter is a flag):
     leaves this objective open; hard near-offset negatives are what offset detection within +/-1
     frame needs, and the lower learning rate keeps the stage-2 margin.
 With ``--ablate-filter``, stages 2 and 3 are also trained on the unfiltered set, to measure what
-the filter buys. Every stage's checkpoint is saved (``OUT/stage1`` ...), the last one as
+the filter buys. Runs on the CPU, one GPU or several under ``accelerate launch`` (``training.accel``). Every stage's checkpoint is saved (``OUT/stage1`` ...), the last one as
 ``OUT/final``; ``OUT/report.json`` and ``OUT/report.png`` give, per stage, held-out pair accuracy,
 real/fake similarity gap and offset-detection accuracy.
 """
@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from media.errors import AVStudioError
 from media.features import (
     MEL_FPS,
     SAMPLE_RATE,
@@ -66,9 +67,18 @@ from models.syncnet import (
     normalize_mel,
     offset_search,
     prepare_clip,
+    shift_recovery,  # moved to models.syncnet; still importable from here
     sync_score,
     valid_windows,
     video_window_indices,
+)
+from training.accel import (
+    LossModule,
+    make_accelerator,
+    mean_over_processes,
+    per_process_seed,
+    save_on_main,
+    sync_buffers,
 )
 
 EVAL_SHIFTS = (-8, -4, 0, 4, 8)
@@ -111,7 +121,7 @@ def load_clips(dataset_dir: Path, cache: Path, max_clips: int | None = None) -> 
                 video = _materialise(row["video"], Path(tmp))
                 try:
                     inputs = prepare_clip(video, _materialise(row["audio"], Path(tmp)))
-                except ValueError as err:  # MediaError is a ValueError too
+                except AVStudioError as err:  # MediaError, NoFaceError
                     tqdm.write(f"skipping {name}: {err}")
                     continue
                 np.savez_compressed(cached, gray=inputs.gray, found=inputs.found,
@@ -255,16 +265,6 @@ def evaluate(model: SyncNet, clips: list[dict], seed: int = 0, pairs_per_clip: i
             "shift_recovery": shift_recovery(cases), "offset_cases": cases}
 
 
-def shift_recovery(cases: list[dict], key: str = "found") -> float:
-    """Share of shifted cases whose estimate moved by the applied shift (+/-1 frame) from the
-    estimate of the same clip unshifted: offset detection that does not assume the original
-    recording itself is in sync."""
-    zero = {c["clip"]: c[key] for c in cases if c["true"] == 0 and c[key] is not None}
-    moved = [c[key] is not None and abs((c[key] - zero[c["clip"]]) - c["true"]) <= 1
-             for c in cases if c["true"] != 0 and c["clip"] in zero]
-    return float(np.mean(moved)) if moved else float("nan")
-
-
 # --------------------------------------------------------------------------------------------
 # stages
 # --------------------------------------------------------------------------------------------
@@ -303,21 +303,26 @@ def pair_loss(model: SyncNet, v, p, n, labels, lips, easy_weight: float = 0.0, a
     return loss, sims.diagonal(), sims[:, b:].diagonal()
 
 
-def train_bce(model, sampler, steps, lr, batch, neg_shifts, random_neg, device, desc, log, aux_weight=1.0):
+def train_bce(model, sampler, steps, lr, batch, neg_shifts, random_neg, device, desc, log, aux_weight=1.0,
+              accelerator=None):
     """Stages 1 and 3: BCE on the cosine of synced (1) and shifted (0) pairs."""
+    accelerator = accelerator or make_accelerator(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.1)
+    loss_fn, opt = accelerator.prepare(LossModule(model, pair_loss), opt)
     model.train()
-    for step in (bar := tqdm(range(steps), desc=desc, unit="step")):
-        loss, _, _ = pair_loss(model, *(t.to(device) for t in sampler.batch(batch, neg_shifts, random_neg)),
-                               aux_weight=aux_weight)
+    for step in (bar := tqdm(range(steps), desc=desc, unit="step", disable=not accelerator.is_main_process)):
+        loss, _, _ = loss_fn(*(t.to(device) for t in sampler.batch(batch, neg_shifts, random_neg)),
+                             aux_weight=aux_weight)
         opt.zero_grad()
-        loss.backward()
+        accelerator.backward(loss)
         opt.step()
         sched.step()
         log.append({"stage": desc, "step": step, "loss": loss.item()})
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
+    sync_buffers(accelerator, model)
+    accelerator.free_memory()  # drop the stage's wrapper and optimizer
 
 
 @torch.no_grad()
@@ -330,33 +335,38 @@ def measured_gap(model, sampler, device, batches=4, batch=128) -> float:
     return float(np.mean(gaps))
 
 
-def train_margin_curriculum(model, sampler, args, device, log, desc="stage2"):
+def train_margin_curriculum(model, sampler, args, device, log, desc="stage2", accelerator=None):
     """Stage 2: raise the required real/fake gap step by step until it passes the threshold."""
+    accelerator = accelerator or make_accelerator(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    loss_fn, opt = accelerator.prepare(LossModule(model, pair_loss), opt)
     schedule = []
     margin = None
     for rnd in range(args.max_rounds):
-        gap = measured_gap(model, sampler, device)
+        gap = mean_over_processes(accelerator, measured_gap(model, sampler, device))  # every process decides alike
         if gap > args.gap_threshold:
             schedule.append({"round": rnd, "measured_gap": gap, "margin": margin, "done": True})
             break
         margin = (gap if margin is None else max(margin, gap)) + args.gap_step
         schedule.append({"round": rnd, "measured_gap": gap, "margin": margin})
         model.train()
-        for step in (bar := tqdm(range(args.round_steps), desc=f"{desc} round {rnd} margin {margin:.2f}", unit="step")):
-            bce, sp, sn = pair_loss(model, *(t.to(device) for t in sampler.batch(args.batch, (3, 15), 0.2)),
-                                    aux_weight=args.aux_weight)
+        for step in (bar := tqdm(range(args.round_steps), desc=f"{desc} round {rnd} margin {margin:.2f}", unit="step",
+                                 disable=not accelerator.is_main_process)):
+            bce, sp, sn = loss_fn(*(t.to(device) for t in sampler.batch(args.batch, (3, 15), 0.2)),
+                                  aux_weight=args.aux_weight)
             hinge = F.relu(margin - (sp - sn)).mean()
             loss = bce + hinge
             opt.zero_grad()
-            loss.backward()
+            accelerator.backward(loss)
             opt.step()
             log.append({"stage": desc, "round": rnd, "margin": margin, "loss": loss.item(), "hinge": hinge.item()})
             bar.set_postfix(loss=f"{loss.item():.3f}", hinge=f"{hinge.item():.3f}")
         model.eval()
+        sync_buffers(accelerator, model)
     else:
-        schedule.append({"round": args.max_rounds, "measured_gap": measured_gap(model, sampler, device),
-                         "margin": margin, "done": False})
+        gap = mean_over_processes(accelerator, measured_gap(model, sampler, device))
+        schedule.append({"round": args.max_rounds, "measured_gap": gap, "margin": margin, "done": False})
+    accelerator.free_memory()
     return schedule
 
 
@@ -365,7 +375,7 @@ def sync_filter(model, clips, args) -> tuple[list[np.ndarray], list[dict]]:
     masks, verdicts = [], []
     for c in tqdm(clips, desc="filter", unit="clip"):
         x = c["inputs"]
-        seg = max(1, int(round(args.segment_seconds * x.fps)))
+        seg = max(1, round(args.segment_seconds * x.fps))
         keep = np.zeros_like(c["mask"])
         v = embed_video_windows(model, x.gray, x.found, x.fps)
         a, a_inside = embed_audio_windows(model, x.mel, len(x.gray), x.fps)
@@ -432,7 +442,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/syncnet"))
     ap.add_argument("--cache", type=Path, default=None, help="prepared-clip cache (default OUT/../cache)")
     ap.add_argument("--holdout-source", nargs="+", default=["pcavs"], help="sources used only for evaluation")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None,
+                    help="cpu to force the CPU; by default Accelerate chooses (the GPU if any; see training.accel)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -455,12 +466,17 @@ def main(argv=None) -> int:
                     help="load this stage-1 checkpoint instead of training stage 1 (to re-run the filter and stages 2-3)")
     args = ap.parse_args(argv)
 
+    accelerator = make_accelerator(args.device)
+    device = accelerator.device
+    args.device = str(device)
+    print = accelerator.print  # messages from the main process only
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    device = torch.device(args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(per_process_seed(args.seed, accelerator))
+    if accelerator.is_main_process:
+        args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    clips = load_clips(args.dataset, args.cache or args.out.parent / "cache", args.max_clips)
+    with accelerator.main_process_first():  # the main process fills the clip cache, the others read it
+        clips = load_clips(args.dataset, args.cache or args.out.parent / "cache", args.max_clips)
     train = [c for c in clips if c["source"] not in args.holdout_source]
     held = [c for c in clips if c["source"] in args.holdout_source]
     if not train or not held:
@@ -479,12 +495,13 @@ def main(argv=None) -> int:
             "train_clips": [c["name"] for c in train]}
 
     def finish_stage(name: str, model: SyncNet):
-        model.save_pretrained(args.out / name, metadata={**meta, "stage": name})
-        evaluation[name] = evaluate(model.cpu(), held, seed=args.seed)
-        model.to(device)
-        e = evaluation[name]
-        print(f"[{name}] pair accuracy {e['pair_accuracy']:.3f}  gap {e['gap']:.3f}  "
-              f"offset accuracy {e['offset_accuracy']:.3f}  shift recovery {e['shift_recovery']:.3f}")
+        save_on_main(accelerator, model, args.out / name, metadata={**meta, "stage": name})
+        if accelerator.is_main_process:  # evaluated on the CPU, a copy: the trained model stays where it is
+            evaluation[name] = evaluate(copy.deepcopy(model).cpu(), held, seed=args.seed)
+            e = evaluation[name]
+            print(f"[{name}] pair accuracy {e['pair_accuracy']:.3f}  gap {e['gap']:.3f}  "
+                  f"offset accuracy {e['offset_accuracy']:.3f}  shift recovery {e['shift_recovery']:.3f}")
+        accelerator.wait_for_everyone()
 
     set1 = PairSampler(train, rng)
     if args.resume_stage1:
@@ -492,12 +509,11 @@ def main(argv=None) -> int:
     else:
         model = SyncNet(SyncNetConfig(width=args.width)).to(device)
         train_bce(model, set1, args.stage1_steps, args.lr, args.batch, (3, 15), 0.2, device, "stage1", log,
-                  args.aux_weight)
+                  args.aux_weight, accelerator)
     finish_stage("stage1", model)
     stage1 = copy.deepcopy(model)
 
-    masks, verdicts = sync_filter(model.cpu(), train, args)
-    model.to(device)
+    masks, verdicts = sync_filter(copy.deepcopy(model).cpu(), train, args)  # the same on every process
     kept = sum(int(m.sum()) for m in masks)
     total = sum(int(c["mask"].sum()) for c in train)
     print(f"filter kept {kept}/{total} windows ({sum(v['kept'] for v in verdicts)}/{len(verdicts)} segments)")
@@ -511,12 +527,15 @@ def main(argv=None) -> int:
     schedules = {}
     for prefix, sampler in variants:
         m = model if not prefix else copy.deepcopy(stage1).to(device)
-        schedules[prefix + "stage2"] = train_margin_curriculum(m, sampler, args, device, log, prefix + "stage2")
+        schedules[prefix + "stage2"] = train_margin_curriculum(m, sampler, args, device, log, prefix + "stage2",
+                                                               accelerator)
         finish_stage(prefix + "stage2", m)
         train_bce(m, sampler, args.stage3_steps, args.lr * args.stage3_lr_scale, args.batch, (2, 6), 0.1,
-                  device, prefix + "stage3", log, args.aux_weight)
+                  device, prefix + "stage3", log, args.aux_weight, accelerator)
         finish_stage(prefix + "stage3", m)
-    model.save_pretrained(args.out / "final", metadata={**meta, "stage": "stage3"})
+    save_on_main(accelerator, model, args.out / "final", metadata={**meta, "stage": "stage3"})
+    if not accelerator.is_main_process:
+        return 0
 
     report = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
