@@ -13,7 +13,6 @@ features, made from the public-domain astronaut portrait bundled with scikit-ima
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.provenance import save_results
 from media.face import face_in_image
 from media.io import MediaError, iter_video_frames, probe
 from media.mouth import face_region, hsi, lip_polygon_mask
@@ -139,8 +139,7 @@ def main(argv=None) -> int:
                         "per_face": dict(zip([n for n, _ in evaluation], per_face))}
     better = np.mean([result["modified"]["per_face"][n] > result["plain"]["per_face"][n] for n, _ in evaluation])
     result["modified_better_share"] = float(better)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    save_results(args.out, result, module=__spec__.name, argv=argv)  # no trained weights: MediaPipe and hue only
     figure(args.figure)
     print(f"calibration: {len(calibration)} photos; evaluation: {len(evaluation)} video frames of other people")
     for name in ("plain", "modified"):

@@ -11,7 +11,6 @@ a plain decode + re-encode of the same clip, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import save_results
 from media.features import SAMPLE_RATE
 from media.io import iter_video_frames, probe, read_audio, write_audio, write_video
 from pipelines import lipsync as ls
+from pipelines.common import settings
 
 DEFAULT_FACE = "talking_video/paired_audio/edtalk_mouth_source.mp4"  # 256 x 256, 25 fps, 10 s
 DEFAULT_SPEECH = "talking_video/pcavs_Audio_Source_741400104.mp4"  # another speaker, 12 s
@@ -34,11 +35,13 @@ def main(argv=None) -> int:
     ap.add_argument("face", nargs="?", type=Path, default=media / DEFAULT_FACE)
     ap.add_argument("--speech", type=Path, default=media / DEFAULT_SPEECH)
     ap.add_argument("--repeat", type=int, default=2, help="take the fastest of N runs")
+    ap.add_argument("--model", default=None, help="lip-sync model folder or Hub id (default: the pipeline's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lipsync_speed.json"))
     args = ap.parse_args(argv)
 
     info = probe(args.face)
-    model = ls.load_model()
+    where = args.model or settings().lipsync
+    model = ls.load_model(where)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         speech = read_audio(args.speech, sr=SAMPLE_RATE)[: int(info.n_frames / info.fps * SAMPLE_RATE)]
@@ -49,18 +52,17 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             write_video(tmp / "copy.mp4", (f for _, _, f in iter_video_frames(args.face)), info.fps, audio=speech)
             base.append(time.perf_counter() - t)
-            result = ls.lipsync(args.face, wav, tmp / "out.mp4", model)
+            result = ls.lipsync(args.face, wav, out_path=tmp / "out.mp4", model=model)
             runs.append(result.timings)
     best = min(runs, key=lambda r: r["total"])
-    duration = result.duration
+    duration = result.duration_s
     transcode = min(base)
     parts = {k: best[k] for k in ("preprocessing", "network", "encoding_and_decoding", "total")}
     out = {"face": str(args.face.name), "size": [info.width, info.height], "fps": info.fps, "seconds": duration,
            "threads": os.cpu_count(), "plain_transcode_s": transcode,
            "parts_s": parts, "real_time_factor": {k: v / duration for k, v in parts.items()},
            "x_plain_transcode": {k: v / transcode for k, v in parts.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    save_results(args.out, out, module=__spec__.name, argv=argv, weights={"lipsync": where})
     print(f"{args.face.name}: {info.width}x{info.height}, {duration:.1f} s at {info.fps:g} fps")
     print(f"  {'part':24s} {'seconds':>8s} {'RTF':>7s} {'x transcode':>12s}")
     for k, v in parts.items():

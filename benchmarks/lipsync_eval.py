@@ -4,17 +4,25 @@ For every held-out clip (default: the PC-AVS source, never seen in training), th
 driven by the audio of the NEXT held-out clip (another speaker: cross-audio), and then by a
 silent track. On each output:
 
-* Sync check (the bundled discriminator) offset within +/-1 frame (target: 80 % of cases), its
-  confidence beside the confidence of the real clips;
+* the Sync check with two discriminators. The headline is the INDEPENDENT JUDGE
+  (``models/weights/syncnet_judge``, keys ``judge_*``): trained by the same recipe with another seed,
+  never used in training any generator, and holding out the same PC-AVS clips. The bundled Sync check
+  discriminator (``models/weights/syncnet``, keys ``training_judge_*``) is the one the generator's
+  sync loss was trained against, so its verdict on the generator's output is circular; it is reported
+  beside, marked as such. For each: offset within +/-1 frame (target: 80 % of cases) and confidence,
+  beside what the same judge gives the real held-out clips with their own audio (``real_judge_*``,
+  ``real_training_judge_*``);
 * independent check: correlation between the mouth opening (face mesh on the output) and the
   driving audio's loudness envelope, per clip (target: median >= 0.3), beside the same figure
   on the real clips;
 * the same, the way the audio-visual speech literature measures it: the inner-lip AREA against the
   Hilbert envelope of the 0.8-3 kHz band (Chandrasekaran et al. 2009, PLoS Comput Biol 5(7)),
   on the output and on the real clips;
-* the mouth against the driving speaker's own: the correlation between the output's inner-lip gap and
-  the gap of the real face that spoke the driving audio (its held-out video), beside the same for the
-  input's own, unchanged mouth (about 0: a model that copies the input's mouth scores that);
+* the mouth against the driving speaker's own (``driver_gap_corr``): the correlation, frame by frame,
+  between the output's inner-lip gap and the gap of the real face that spoke the driving audio (its
+  held-out video), beside the copying baseline (``input_driver_gap_corr``): the same for the input's
+  own, unchanged mouth in the output's frame order (about 0: what a model that copies the input's mouth
+  scores). Neither side involves a discriminator;
 * identity: PSNR of the face above the nose against the input frame (target >= 30 dB);
 * silence: with a silent track, the 90th percentile of the inner-lip gap over face height
   (target <= 0.02), beside the real clips' own figure.
@@ -30,7 +38,10 @@ The same loudness and silence figures are then measured on still photos (``faces
 photo gives the network one frame to work from, so a model that leans on the input's own mouth
 shows it there first. The photo's own inner-lip gap is reported beside (a smile at rest is open).
 
-    python -m benchmarks.lipsync_eval [--model DIR] [--out benchmarks/results/lipsync_eval.json]
+The file starts with its provenance (``benchmarks.provenance``: command, commit, sha256 of the
+generator and of both judges) and a ``headline`` block.
+
+    python -m benchmarks.lipsync_eval [--model DIR] [--judge DIR] [--training-judge DIR] [--out benchmarks/results/lipsync_eval.json]
 """
 from __future__ import annotations
 
@@ -44,15 +55,31 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.provenance import save_results, shown_path
 from media.face import LIPS_INNER, FaceTrack, face_in_image, track_video
 from media.features import SAMPLE_RATE, loudness_per_frame
 from media.io import iter_video_frames, probe, read_audio, write_audio
-from models.lipsync import DEFAULT_WEIGHTS
 from pipelines import lipsync as ls
+from pipelines.common import AVStudioError, settings
 from pipelines.sync_check import check_sync
 from pipelines.sync_check import load_model as load_syncnet
 
 NOSE_TIP = 1
+REPO = Path(__file__).resolve().parent.parent
+JUDGE = REPO / "models" / "weights" / "syncnet_judge"  # the independent judge: never in any generator's training
+JUDGE_NOTE = ("independent judge: same recipe as the Sync check's discriminator, another seed, the PC-AVS "
+              "clips held out; never used in training any generator")
+TRAINING_JUDGE_NOTE = ("training judge: the Sync check's bundled discriminator, whose sync loss the generator "
+                       "was trained against, so its verdict on generated mouths is circular")
+
+
+def judge_rows(video, judges: dict) -> dict:
+    """{NAME_offset_frames, NAME_confidence} of the Sync check on ``video`` with each judge."""
+    row = {}
+    for name, model in judges.items():
+        r = check_sync(video, model=model)
+        row[f"{name}_offset_frames"], row[f"{name}_confidence"] = int(r.offset_frames), float(r.confidence)
+    return row
 
 
 def opening_loudness_corr(track, fps: float, audio: np.ndarray) -> float:
@@ -140,11 +167,11 @@ def photo_rows(photos: list[Path], drivers: list[Path], silent_wav: Path, model,
         write_audio(wav, speech, SAMPLE_RATE)
         out, silent_out = tmp / f"{photo.stem}.mp4", tmp / f"{photo.stem}_silent.mp4"
         try:
-            ls.lipsync(photo, wav, out, model)
-        except ls.LipSyncError as e:  # e.g. no face found: reported, not measured
+            ls.lipsync(photo, wav, out_path=out, model=model)
+        except AVStudioError as e:  # e.g. no face found: reported, not measured
             rows.append({"photo": photo.name, "error": str(e)})
             continue
-        ls.lipsync(photo, silent_wav, silent_out, model)
+        ls.lipsync(photo, silent_wav, out_path=silent_out, model=model)
         track, fps = track_video(out)
         silent_track, _ = track_video(silent_out)
         gap = track.lip_gap_ratio()
@@ -163,19 +190,18 @@ def photo_rows(photos: list[Path], drivers: list[Path], silent_wav: Path, model,
 SPEECH_SECONDS = 10.0  # the part of each speech/ recording that drives a face
 
 
-def speech_rows(clips: list[Path], speech: list[Path], model, syncnet, tmp: Path) -> list[dict]:
-    """Sync and loudness figures of each held-out face driven by a held-out speech recording."""
+def speech_rows(clips: list[Path], speech: list[Path], model, judges: dict, tmp: Path) -> list[dict]:
+    """Sync (each judge) and loudness figures of each held-out face driven by a held-out speech recording."""
     rows = []
     for face, driver in tqdm(list(zip(clips, speech)), desc="faces x speech recordings", unit="clip"):
         audio = read_audio(driver, sr=SAMPLE_RATE)[: int(SPEECH_SECONDS * SAMPLE_RATE)]
         wav = tmp / f"speech_{driver.stem}.wav"
         write_audio(wav, audio, SAMPLE_RATE)
         out = tmp / f"{face.stem}_by_{driver.stem}.mp4"
-        ls.lipsync(face, wav, out, model)
-        sync = check_sync(out, syncnet)
+        ls.lipsync(face, wav, out_path=out, model=model)
         track, fps = track_video(out)
-        row = {"face": face.name, "driver": driver.name, "offset_frames": sync.offset_frames,
-               "confidence": sync.confidence, "opening_loudness_corr": opening_loudness_corr(track, fps, audio),
+        row = {"face": face.name, "driver": driver.name, **judge_rows(out, judges),
+               "opening_loudness_corr": opening_loudness_corr(track, fps, audio),
                "area_envelope_corr": area_envelope_corr(track, fps, audio), "opening_std": float(np.nanstd(track.lip_gap_ratio()))}
         tqdm.write(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}))
         rows.append(row)
@@ -183,23 +209,70 @@ def speech_rows(clips: list[Path], speech: list[Path], model, syncnet, tmp: Path
 
 
 def medians(rows: list[dict], keys, prefix: str = "") -> dict:
-    """{prefix + key + "_median": the median of ``key`` over ``rows`` (NaN left out)} for each key; the sync
-    confidence keeps the name it always had (``sync_confidence_median``)."""
-    name = {"confidence": "sync_confidence", "real_confidence": "real_sync_confidence"}
-    return {f"{prefix}{name.get(k, k)}_median": float(np.nanmedian([r[k] for r in rows])) for k in keys}
+    """{prefix + key + "_median": the median of ``key`` over ``rows`` (NaN left out)} for each key."""
+    return {f"{prefix}{k}_median": float(np.nanmedian([r[k] for r in rows])) for k in keys}
 
 
-def within_1(rows: list[dict], field: str = "", prefix: str = "") -> dict:
-    """The share of ``rows`` whose (``field``-prefixed) Sync check offset is within +/-1 frame."""
-    key = f"{prefix}{field}offset_within_1_frame" if field else f"{prefix}sync_offset_within_1_frame"
-    return {key: float(np.mean([abs(r[f"{field}offset_frames"]) <= 1 for r in rows]))}
+def within_1(rows: list[dict], judge: str, prefix: str = "") -> dict:
+    """{prefix + judge + "_offset_within_1_frame": the share of ``rows`` whose Sync check offset by ``judge``
+    (a row key prefix such as ``judge``, ``training_judge``, ``real_judge``) is within +/-1 frame}."""
+    return {f"{prefix}{judge}_offset_within_1_frame": float(np.mean([abs(r[f"{judge}_offset_frames"]) <= 1 for r in rows]))}
+
+
+def judged(rows: list[dict], judges, prefix: str = "") -> dict:
+    """Offset accuracy and median confidence of every judge (``judges``: row key prefixes) over ``rows``."""
+    out = {}
+    for j in judges:
+        out.update(within_1(rows, j, prefix))
+        out.update(medians(rows, (f"{j}_confidence",), prefix))
+    return out
+
+
+def headline(summary: dict) -> dict:
+    """The figures to lead with, grouped, each copied from ``summary`` (HEADLINE_KEYS names the summary key of
+    each). The training judge's figures stand beside the independent judge's, never instead of them."""
+    return {group: {"note": note, **{k: summary[key] for k, key in keys.items() if key in summary}} if note else
+            {k: summary[key] for k, key in keys.items() if key in summary}
+            for group, (note, keys) in HEADLINE_KEYS.items()}
+
+
+HEADLINE_KEYS = {  # group -> (note, {name in the headline: key in the summary})
+    "independent_judge": (JUDGE_NOTE, {
+        "offset_within_1_frame": "judge_offset_within_1_frame",
+        "confidence_median": "judge_confidence_median",
+        "real_clips_offset_within_1_frame": "real_judge_offset_within_1_frame",
+        "real_clips_confidence_median": "real_judge_confidence_median",
+        "speech_recordings_offset_within_1_frame": "speech_judge_offset_within_1_frame",
+        "speech_recordings_confidence_median": "speech_judge_confidence_median"}),
+    "real_mouth": (("the output's inner-lip gap against the real mouth that said the driving words, frame by frame "
+                    "(median correlation per clip), beside the copying baseline: the input's own mouth"), {
+        "driver_gap_corr_median": "driver_gap_corr_median",
+        "copying_baseline_input_driver_gap_corr_median": "input_driver_gap_corr_median",
+        "photos_driver_gap_corr_median": "photo_driver_gap_corr_median"}),
+    "training_judge": (TRAINING_JUDGE_NOTE, {
+        "offset_within_1_frame": "training_judge_offset_within_1_frame",
+        "confidence_median": "training_judge_confidence_median",
+        "real_clips_offset_within_1_frame": "real_training_judge_offset_within_1_frame",
+        "real_clips_confidence_median": "real_training_judge_confidence_median",
+        "speech_recordings_offset_within_1_frame": "speech_training_judge_offset_within_1_frame",
+        "speech_recordings_confidence_median": "speech_training_judge_confidence_median"}),
+    "silence_and_identity": (None, {
+        "silent_gap_p90_median": "silent_gap_p90_median",
+        "silent_gap_p90_max": "silent_gap_p90_max",
+        "real_gap_p90_median": "real_gap_p90_median",
+        "psnr_above_nose_db_min": "psnr_above_nose_db_min",
+        "psnr_above_nose_db_median": "psnr_above_nose_db_median"}),
+}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", type=Path, default=Path(os.environ.get("AVSTUDIO_MEDIA", "../shared/media")))
     ap.add_argument("--holdout-source", nargs="+", default=["pcavs"])
-    ap.add_argument("--model", default=str(DEFAULT_WEIGHTS))
+    ap.add_argument("--model", default=None, help="lip-sync model folder or Hub id (default: the pipeline's)")
+    ap.add_argument("--judge", default=str(JUDGE), help="the independent discriminator (headline figures)")
+    ap.add_argument("--training-judge", default=None,
+                    help="the discriminator the generator was trained against (default: the Sync check's)")
     ap.add_argument("--photo-step", type=int, default=3, help="measure every N-th photo of faces/ (0: no photos)")
     ap.add_argument("--speech-drivers", type=int, default=14,
                     help="drive this many held-out faces by speech/ recordings too (0: none)")
@@ -207,8 +280,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/lipsync_eval.json"))
     args = ap.parse_args(argv)
 
-    model = ls.load_model(args.model)
-    syncnet = load_syncnet()
+    model_path = args.model or settings().lipsync
+    training_judge_path = args.training_judge or settings().sync_check
+    model = ls.load_model(model_path)
+    judges = {"judge": load_syncnet(args.judge), "training_judge": load_syncnet(training_judge_path)}
+    names = list(judges)
     clips = sorted(p for p in (args.media / "talking_video").glob("*.mp4") if p.name.split("_")[0] in args.holdout_source)
     if len(clips) < 2:
         print("error: need at least two held-out clips", file=sys.stderr)
@@ -225,22 +301,20 @@ def main(argv=None) -> int:
             wav = tmp / f"{driver.stem}.wav"
             write_audio(wav, speech, SAMPLE_RATE)
             out = tmp / f"{face.stem}_by_{driver.stem}.mp4"
-            result = ls.lipsync(face, wav, out, model)
-            n_src = probe(face).n_frames
-            order = np.arange(result.n_frames) if result.n_frames <= n_src else ls.pingpong_index(np.arange(result.n_frames), n_src)
-            sync = check_sync(out, syncnet)
-            real = check_sync(face, syncnet)
+            result = ls.lipsync(face, wav, out_path=out, model=model)
+            n_out, n_src = probe(out).n_frames, probe(face).n_frames
+            order = np.arange(n_out) if n_out <= n_src else ls.pingpong_index(np.arange(n_out), n_src)
             silent_out = tmp / f"{face.stem}_silent.mp4"
-            ls.lipsync(face, silent_wav, silent_out, model)
+            ls.lipsync(face, silent_wav, out_path=silent_out, model=model)
             silent_track, _ = track_video(silent_out)
             real_track, fps = tracks[face.name], probe(face).fps
             if abs(probe(driver).fps - fps) > 1e-3:  # the gap correlations pair frames by index
                 raise SystemExit(f"error: {face.name} and {driver.name} differ in frame rate")
             out_track, out_fps = track_video(out)
             own = read_audio(face, sr=SAMPLE_RATE)
+            real = {f"real_{k}": v for k, v in judge_rows(face, judges).items()}
             row = {"face": face.name, "driver": driver.name, "extension": result.extension,
-                   "offset_frames": sync.offset_frames, "confidence": sync.confidence,
-                   "real_offset_frames": real.offset_frames, "real_confidence": real.confidence,
+                   **judge_rows(out, judges), **real,
                    "opening_loudness_corr": opening_loudness_corr(out_track, out_fps, speech),
                    "real_opening_loudness_corr": opening_loudness_corr(real_track, fps, own),
                    "area_envelope_corr": area_envelope_corr(out_track, out_fps, speech),
@@ -258,31 +332,38 @@ def main(argv=None) -> int:
         recordings = sorted((args.media / "speech").glob("*"))
         n_speech = 0 if args.photos_only else min(args.speech_drivers, len(clips), len(recordings))
         picked = [recordings[round(k * len(recordings) / n_speech)] for k in range(n_speech)] if n_speech else []
-        srows = speech_rows(clips[:n_speech], picked, model, syncnet, tmp)
+        srows = speech_rows(clips[:n_speech], picked, model, judges, tmp)
         photos = sorted((args.media / "faces").glob("*"))[::args.photo_step] if args.photo_step > 0 else []
         prows = photo_rows(photos, clips, silent_wav, model, tmp, tracks)
     measured = [r for r in prows if "error" not in r]
     summary = {}
     if rows:
-        summary.update({"cases": len(rows), **within_1(rows), **within_1(rows, "real_"), **medians(rows, (
-            "confidence", "real_confidence", "opening_loudness_corr", "real_opening_loudness_corr", "area_envelope_corr",
+        summary.update({"cases": len(rows), **judged(rows, names), **judged(rows, [f"real_{n}" for n in names]),
+                        **medians(rows, (
+            "opening_loudness_corr", "real_opening_loudness_corr", "area_envelope_corr",
             "real_area_envelope_corr", "driver_gap_corr", "input_driver_gap_corr", "opening_std", "real_opening_std",
             "psnr_above_nose_db", "silent_gap_p90", "real_gap_p90")),
             "psnr_above_nose_db_min": float(np.nanmin([r["psnr_above_nose_db"] for r in rows])),
-            "silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in rows]))})
+            "silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in rows])),
+            "silent_gap_p90_at_most_0.02": int(sum(r["silent_gap_p90"] <= 0.02 for r in rows))})
     if srows:
-        summary.update({"speech_cases": len(srows), **within_1(srows, prefix="speech_"), **medians(srows, (
-            "confidence", "opening_loudness_corr", "area_envelope_corr", "opening_std"), "speech_")})
+        summary.update({"speech_cases": len(srows), **judged(srows, names, "speech_"), **medians(srows, (
+            "opening_loudness_corr", "area_envelope_corr", "opening_std"), "speech_")})
     if measured:
         summary.update({"photos": len(measured), "photos_without_face": len(prows) - len(measured), **medians(measured, (
             "opening_loudness_corr", "area_envelope_corr", "driver_gap_corr", "opening_std", "silent_gap_p90"), "photo_"),
             "photo_silent_gap_p90_max": float(np.nanmax([r["silent_gap_p90"] for r in measured])),
+            "photo_silent_gap_p90_at_most_0.02": int(sum(r["silent_gap_p90"] <= 0.02 for r in measured)),
             "photo_own_gap_median": float(np.nanmedian([r["photo_gap"] for r in measured]))})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "summary": summary, "per_clip": rows,
-                                         "per_speech_recording": srows, "per_photo": prows}, indent=1))
+    save_results(args.out, {
+        "model": shown_path(model_path),
+        "judges": {"judge": {"path": shown_path(args.judge), "note": JUDGE_NOTE},
+                   "training_judge": {"path": shown_path(training_judge_path), "note": TRAINING_JUDGE_NOTE}},
+        "headline": headline(summary), "summary": summary, "per_clip": rows, "per_speech_recording": srows,
+        "per_photo": prows}, module=__spec__.name, argv=argv,
+        weights={"lipsync": model_path, "judge": args.judge, "training_judge": training_judge_path})
     for k, v in summary.items():
-        print(f"  {k:38s} {v:.3f}" if isinstance(v, float) else f"  {k:38s} {v}")
+        print(f"  {k:46s} {v:.3f}" if isinstance(v, float) else f"  {k:46s} {v}")
     return 0
 
 

@@ -20,9 +20,13 @@ from pathlib import Path
 
 import cv2
 
+from benchmarks.provenance import save_results, subfolders
 from media.io import read_audio, read_image, write_audio, write_video
 from models.audio_encoder import SAMPLE_RATE, frame_weights
 from pipelines import music_face as mf
+from pipelines.common import settings
+
+PARTS = ("audio_encoder", "face_controls")
 
 
 def main(argv=None) -> int:
@@ -32,10 +36,14 @@ def main(argv=None) -> int:
     ap.add_argument("--music", default="music/librosa_admiralbob77_-_Choice_-_Drum-bass.ogg")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model", default=None,
+                    help="folder or Hub id holding audio_encoder/ and face_controls/ (default: the pipeline's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/music_face_speed.json"))
     args = ap.parse_args(argv)
 
-    encoder, controls = mf.load_encoder(), mf.load_controls()
+    where = args.model or settings().music_face
+    model = mf.load_model(where)
+    encoder, controls = model.encoder, model.controls
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         image = cv2.resize(read_image(args.media / args.photo), (512, 512), interpolation=cv2.INTER_AREA)
@@ -49,8 +57,8 @@ def main(argv=None) -> int:
         totals = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            result = mf.music_face(photo, wav, tmp / "out.mp4", "smile+open_mouth+raised_brows",
-                                   encoder=encoder, controls=controls)
+            result = mf.music_face(photo, wav, out_path=tmp / "out.mp4", expression="smile+open_mouth+raised_brows",
+                                   model=model)
             totals.append(time.perf_counter() - t)
         n = result.n_frames
 
@@ -81,8 +89,7 @@ def main(argv=None) -> int:
         "total_over_baseline": total / t_baseline,
         "frames_over_baseline": t_frames / t_baseline,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    save_results(args.out, report, module=__spec__.name, argv=argv, weights=subfolders(where, PARTS))
     print(json.dumps(report, indent=1))
     return 0
 

@@ -11,7 +11,7 @@ the first ``--seconds`` of each), with the expression mix ``--expression``. On e
 * every output frame still has a detectable face.
 
 Calm vs intense: the mean weight of each held-out track over its whole length, three calm against
-three intense ones (``training.train_audio_encoder.CALM`` / ``INTENSE``, labelled by title and genre
+three intense ones (``models.audio_encoder.CALM`` / ``INTENSE``, labelled by title and genre
 before any training; target gap >= 0.1), reported beside two descriptors of each track that do not come
 from the encoder (RMS level and detected onsets per second).
 
@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.provenance import save_results, subfolders
 from media.face import LIPS, FaceTracker, track_video
 from media.io import iter_video_frames, read_audio, read_image, write_audio
-from models.audio_encoder import SAMPLE_RATE, frame_weights
+from models.audio_encoder import CALM, INTENSE, SAMPLE_RATE, frame_weights
 from models.face_controls import BROWS, EYES, FACE_OVAL, eye_distance
 from pipelines import music_face as mf
-from training.train_audio_encoder import CALM, INTENSE
+from pipelines.common import AVStudioError, settings
 
 CORE = LIPS + EYES + BROWS  # the detail landmarks whose movement is the expression
 
@@ -79,13 +80,15 @@ def main(argv=None) -> int:
     ap.add_argument("--photo-step", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--expression", default="smile+open_mouth+raised_brows")
-    ap.add_argument("--encoder", default=str(mf.ENCODER_WEIGHTS))
-    ap.add_argument("--controls", default=str(mf.CONTROLS_WEIGHTS))
+    ap.add_argument("--model", default=None,
+                    help="folder or Hub id holding audio_encoder/ and face_controls/ (default: the pipeline's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/music_face_eval.json"))
     ap.add_argument("--figure", type=Path, default=Path("docs/music_face_frames.png"))
     args = ap.parse_args(argv)
 
-    encoder, controls = mf.load_encoder(args.encoder), mf.load_controls(args.controls)
+    where = args.model or settings().music_face
+    model = mf.load_model(where)
+    encoder = model.encoder
     music = {p.stem: p for p in sorted((args.media / "music").iterdir()) if p.stem in CALM + INTENSE}
     tracks = [music[k] for k in CALM + INTENSE if k in music]
     photos = sorted((args.media / "faces").glob("*"))[::args.photo_step]
@@ -112,8 +115,8 @@ def main(argv=None) -> int:
             write_audio(excerpt, read_audio(track_path, sr=SAMPLE_RATE, end=args.seconds), SAMPLE_RATE)
             out = tmp / f"{photo.stem}.mp4"
             try:
-                result = mf.music_face(photo, excerpt, out, args.expression, 1.0, encoder=encoder, controls=controls)
-            except mf.MusicFaceError as err:
+                result = mf.music_face(photo, excerpt, out_path=out, expression=args.expression, model=model)
+            except AVStudioError as err:
                 rows.append({"photo": photo.name, "error": str(err)})
                 continue
             photo_lm = reference_landmarks(read_image(photo), (result.width, result.height))
@@ -149,8 +152,8 @@ def main(argv=None) -> int:
         "face_found_fraction_min": float(np.min([r["face_found_fraction"] for r in measured])),
         "calm_mean_weight": calm_mean, "intense_mean_weight": intense_mean, "calm_intense_gap": intense_mean - calm_mean,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "tracks": calm_rows, "per_clip": rows}, indent=1))
+    save_results(args.out, {"summary": summary, "tracks": calm_rows, "per_clip": rows}, module=__spec__.name,
+                 argv=argv, weights=subfolders(where, ("audio_encoder", "face_controls")))
     if figure_frames and args.figure:
         save_figure(figure_frames, args.figure)
     for k, v in summary.items():

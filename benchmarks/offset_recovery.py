@@ -1,4 +1,4 @@
-"""Offset recovery on held-out real clips: each training stage, with and without the filter, and the baseline.
+"""Offset recovery on held-out real clips: the bundled discriminators (optionally every stage of a run) and the baseline.
 
 For every clip of the held-out sources, the audio is shifted by known amounts (default -8, -4, 0,
 +4, +8 frames; positive = audio early) and written with the untouched picture into a Matroska
@@ -9,12 +9,16 @@ recording is not always in sync to begin with, the shift recovery is also given:
 shifted cases whose estimate moved by the applied shift (+/-1) from the same clip's unshifted
 estimate.
 
-    python -m benchmarks.offset_recovery --runs runs/syncnet --out benchmarks/results/offset_recovery.json
+By default the two bundled discriminators are compared: the Sync check's (``bundled``) and the
+independent judge that scores the lip-sync outputs (``judge``); ``--model NAME=DIR`` replaces them and
+``--runs`` adds every stage of a training run (keys ``RUN/STAGE``).
+
+    python -m benchmarks.offset_recovery                         # -> benchmarks/results/offset_recovery.json
+    python -m benchmarks.offset_recovery --model new=runs/syncnet/final --runs runs/syncnet --out /tmp/x.json
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,6 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmarks.provenance import save_results, shown_path
 from media.features import SAMPLE_RATE, log_mel
 from media.io import mux_audio, read_audio
 from models.syncnet import (
@@ -30,12 +35,14 @@ from models.syncnet import (
     embed_video_windows,
     normalize_mel,
     prepare_clip,
+    shift_recovery,
     sync_score,
 )
 from pipelines.sync_check import SyncCheckError, baseline_offset
-from training.train_syncnet import shift_recovery
 
 STAGES = ["stage1", "stage2", "stage3", "nofilter_stage2", "nofilter_stage3"]
+JUDGE = DEFAULT_WEIGHTS.parent / "syncnet_judge"
+DEFAULT_MODELS = [f"bundled={DEFAULT_WEIGHTS}", f"judge={JUDGE}"]
 
 
 def main(argv=None) -> int:
@@ -43,13 +50,16 @@ def main(argv=None) -> int:
     ap.add_argument("--media", type=Path, default=Path(os.environ.get("AVSTUDIO_MEDIA", "../shared/media")))
     ap.add_argument("--holdout-source", nargs="+", default=["pcavs"])
     ap.add_argument("--shifts", type=int, nargs="+", default=[-8, -4, 0, 4, 8])
+    ap.add_argument("--model", nargs="+", default=DEFAULT_MODELS, metavar="NAME=DIR",
+                    help="discriminators to compare (default: the Sync check's and the independent judge)")
     ap.add_argument("--runs", type=Path, default=None, help="training output folder with one sub-folder per stage")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/offset_recovery.json"))
     args = ap.parse_args(argv)
 
-    models = {"bundled": SyncNet.from_pretrained(DEFAULT_WEIGHTS)}
+    paths = dict(spec.partition("=")[::2] for spec in args.model)
     if args.runs:
-        models.update({s: SyncNet.from_pretrained(args.runs / s) for s in STAGES if (args.runs / s).is_dir()})
+        paths.update({f"{args.runs.name}/{s}": str(args.runs / s) for s in STAGES if (args.runs / s).is_dir()})
+    models = {name: SyncNet.from_pretrained(path) for name, path in paths.items()}
     clips = sorted(p for p in (args.media / "talking_video").glob("*.mp4") if p.name.split("_")[0] in args.holdout_source)
     if not clips:
         print(f"error: no clip of {args.holdout_source} under {args.media / 'talking_video'}", file=sys.stderr)
@@ -80,10 +90,10 @@ def main(argv=None) -> int:
                 cases.append(case)
     accuracy = {n: hits[n] / len(cases) for n in names}
     recovery = {n: shift_recovery(cases, key=n) for n in names}
-    result = {"clips": len(clips), "cases": len(cases), "shifts": args.shifts, "holdout_sources": args.holdout_source,
-              "accuracy_within_1_frame": accuracy, "shift_recovery_within_1_frame": recovery, "per_case": cases}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    result = {"models": {n: shown_path(p) for n, p in paths.items()}, "clips": len(clips), "cases": len(cases),
+              "shifts": args.shifts, "holdout_sources": args.holdout_source, "accuracy_within_1_frame": accuracy,
+              "shift_recovery_within_1_frame": recovery, "per_case": cases}
+    save_results(args.out, result, module=__spec__.name, argv=argv, weights=paths)
     print(f"{len(cases)} cases ({len(clips)} held-out clips x {len(args.shifts)} shifts)")
     print(f"  {'':18s} {'offset within +/-1':>20s} {'shift recovered +/-1':>22s}")
     for n in names:

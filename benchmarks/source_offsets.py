@@ -6,12 +6,12 @@ name) as it is, with each given model (default: the bundled one) and the non-lea
 and summarises per source. Comparing a model that was trained on a source with one that held it
 out shows how far apart the sources' own zero points are.
 
+    python -m benchmarks.source_offsets          # the Sync check's discriminator and the independent judge
     python -m benchmarks.source_offsets --model bundled=models/weights/syncnet lrs2_out=runs/syncnet_lrs2/final
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.provenance import save_results, shown_path
 from media.face import NoFaceError
 from media.features import SAMPLE_RATE, log_mel
 from media.io import MediaError
@@ -32,6 +33,8 @@ from models.syncnet import (
     sync_score,
 )
 from pipelines.sync_check import SyncCheckError, baseline_offset
+
+JUDGE = DEFAULT_WEIGHTS.parent / "syncnet_judge"
 
 
 def talking_clips(root: Path) -> list[tuple[Path, Path | None]]:
@@ -48,15 +51,16 @@ def talking_clips(root: Path) -> list[tuple[Path, Path | None]]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--media", type=Path, default=Path(os.environ.get("AVSTUDIO_MEDIA", "../shared/media")))
-    ap.add_argument("--model", nargs="+", default=[f"bundled={DEFAULT_WEIGHTS}"], metavar="NAME=DIR",
+    ap.add_argument("--model", nargs="+", default=[f"bundled={DEFAULT_WEIGHTS}", f"judge={JUDGE}"], metavar="NAME=DIR",
                     help="models to read the clips with")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/source_offsets.json"))
     args = ap.parse_args(argv)
 
-    models = {}
+    paths = {}
     for spec in args.model:
         name, _, path = spec.partition("=")
-        models[name] = SyncNet.from_pretrained(path or name)
+        paths[name] = path or name
+    models = {name: SyncNet.from_pretrained(path) for name, path in paths.items()}
     clips = talking_clips(args.media / "talking_video")
     if not clips:
         print(f"error: no talking clip under {args.media / 'talking_video'}", file=sys.stderr)
@@ -90,8 +94,8 @@ def main(argv=None) -> int:
             vals = [r[n] for r in sel if r[n] is not None]
             summary[source][n] = {"median": float(np.median(vals)) if vals else None,
                                   "within_1": float(np.mean([abs(v) <= 1 for v in vals])) if vals else None}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"models": args.model, "per_source": summary, "per_clip": rows}, indent=1))
+    save_results(args.out, {"models": {n: shown_path(p) for n, p in paths.items()}, "per_source": summary,
+                            "per_clip": rows}, module=__spec__.name, argv=argv, weights=paths)
     print(f"{'source':14s} {'clips':>5s} " + " ".join(f"{n + ' median / |k|<=1':>26s}" for n in names))
     for source, s in summary.items():
         cells = []

@@ -7,7 +7,7 @@ text; ``save_pretrained`` saves it. What a card says about the data comes from t
 figures that a benchmark measured on these very weights, each with the results file and key it comes
 from. Freshly trained weights have none until they are measured.
 
-    python -m models.cards    # refresh the evaluation figures and cards of the four bundled models
+    python -m models.cards    # refresh the evaluation figures and cards of the bundled models
 
 re-reads the figures named by each model module's ``CARD_EVALUATION`` from ``benchmarks/results`` and
 re-saves each bundled folder (same tensors, new README.md and config.json).
@@ -121,21 +121,20 @@ def render(*, title: str, summary: str, tags: list[str], pipeline_tag: str, inte
 
 
 def bundled_models() -> list:
-    """(model class, bundled folder) of the four bundled models."""
+    """(model class, bundled folder, figures for its card) of the bundled models."""
     from models import audio_encoder, face_controls, lipsync, syncnet
 
-    return [(syncnet.SyncNet, syncnet.DEFAULT_WEIGHTS), (lipsync.LipSyncNet, lipsync.DEFAULT_WEIGHTS),
-            (audio_encoder.AudioAutoencoder, audio_encoder.DEFAULT_WEIGHTS),
-            (face_controls.ExpressionControls, face_controls.DEFAULT_WEIGHTS)]
+    return [(syncnet.SyncNet, syncnet.DEFAULT_WEIGHTS, syncnet.CARD_EVALUATION),
+            (syncnet.SyncNet, syncnet.JUDGE_DEFAULT_WEIGHTS, syncnet.JUDGE_CARD_EVALUATION),
+            (lipsync.LipSyncNet, lipsync.DEFAULT_WEIGHTS, lipsync.CARD_EVALUATION),
+            (audio_encoder.AudioAutoencoder, audio_encoder.DEFAULT_WEIGHTS, audio_encoder.CARD_EVALUATION),
+            (face_controls.ExpressionControls, face_controls.DEFAULT_WEIGHTS, face_controls.CARD_EVALUATION)]
 
 
 def refresh_bundled(results: Path = RESULTS) -> None:
-    """Re-read each bundled model's CARD_EVALUATION figures and re-save it in place (card included)."""
-    import sys
-
-    for cls, folder in bundled_models():
+    """Re-read each bundled model's card figures and re-save it in place (card included)."""
+    for cls, folder, specs in bundled_models():
         model = cls.from_pretrained(folder)
-        specs = sys.modules[cls.__module__].CARD_EVALUATION
         meta = {**model.training_metadata, "evaluation": [read_figure(s, results) for s in specs]}
         model.save_pretrained(folder, metadata=meta)
         print(f"{folder}: {len(specs)} figures, README.md written")

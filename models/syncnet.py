@@ -153,8 +153,10 @@ class SyncNet(nn.Module):
         return render(
             title="AV Studio sync discriminator (SyncNet family, spec 04)",
             summary="Scores whether a talking face's lips and its audio are in sync, and by how many frames the "
-                    "audio is early or late (SyncNet's offset search: LSE-D and LSE-C). Used by AV Studio's Sync "
-                    "check (`pipelines/sync_check.py`) and as the sync loss of the lip-sync network's training.",
+                    "audio is early or late (SyncNet's offset search: LSE-D and LSE-C). "
+                    + (f"Role of these weights: {metadata['role']}." if metadata.get("role") else
+                       "Used by AV Studio's Sync check (`pipelines/sync_check.py`) and as the sync loss of the "
+                       "lip-sync network's training."),
             tags=["lip-sync", "audio-visual", "syncnet", "av-sync", "talking-face"],
             pipeline_tag="video-classification",
             intended_use="Demonstrations and research: checking and correcting the audio offset of a talking-head "
@@ -208,6 +210,19 @@ CARD_EVALUATION = [
      "key": "evaluation.stage3.gap"},
     {"measure": "real-time factor of the Sync check on a 2-core CPU", "results": "sync_check.json",
      "key": "real_time_factor.check_sync_end_to_end", "target": "< 0.5"},
+]
+
+# The independent judge's figures (models/weights/syncnet_judge): the same benchmark, its own keys.
+JUDGE_DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet_judge"
+JUDGE_CARD_EVALUATION = [
+    {"measure": "offset found within +/-1 frame, 70 held-out cases (14 PC-AVS clips x 5 shifts)",
+     "results": "offset_recovery.json", "key": "accuracy_within_1_frame.judge", "target": ">= 0.75"},
+    {"measure": "shift recovered within +/-1 frame (relative to the clip's unshifted reading)",
+     "results": "offset_recovery.json", "key": "shift_recovery_within_1_frame.judge"},
+    {"measure": "held-out pair accuracy (synced vs shifted pairs)", "results": "syncnet_judge_training_report.json",
+     "key": "evaluation.stage3.pair_accuracy"},
+    {"measure": "lip-sync outputs (14 held-out faces, another speaker's audio): offset within +/-1 frame",
+     "results": "lipsync_eval.json", "key": "summary.judge_offset_within_1_frame"},
 ]
 
 

@@ -113,7 +113,7 @@ def test_model_card_is_written_beside_config(tmp_path):
 def test_bundled_folders_are_in_the_new_layout():
     from models.cards import bundled_models
 
-    for cls, folder in bundled_models():
+    for cls, folder, _ in bundled_models():
         config = json.loads((folder / "config.json").read_text())
         assert not FITTED_KEYS & set(config), folder
         card = (folder / "README.md").read_text()
