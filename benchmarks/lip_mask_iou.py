@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.provenance import save_results
 from media.face import face_in_image
 from media.io import MediaError, iter_video_frames, probe
 from media.mouth import face_region, hsi, lip_polygon_mask
+from models.provenance import save_results
 
 THRESHOLDS = np.arange(0.0, 360.0, 2.0)
 

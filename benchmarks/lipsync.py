@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.provenance import save_results
 from media.features import SAMPLE_RATE
 from media.io import iter_video_frames, probe, read_audio, write_audio, write_video
+from models.provenance import save_results
 from pipelines import lipsync as ls
 from pipelines.common import settings
 

@@ -55,10 +55,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.provenance import save_results, shown_path
 from media.face import LIPS_INNER, FaceTrack, face_in_image, track_video
 from media.features import SAMPLE_RATE, loudness_per_frame
 from media.io import iter_video_frames, probe, read_audio, write_audio
+from models.provenance import save_results, shown_path
 from pipelines import lipsync as ls
 from pipelines.common import AVStudioError, settings
 from pipelines.sync_check import check_sync

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import cv2
 
-from benchmarks.provenance import save_results, subfolders
 from media.io import read_audio, read_image, write_audio, write_video
 from models.audio_encoder import SAMPLE_RATE, frame_weights
+from models.provenance import save_results, subfolders
 from pipelines import music_face as mf
 from pipelines.common import settings
 

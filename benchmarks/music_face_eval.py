@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.provenance import save_results, subfolders
 from media.face import LIPS, FaceTracker, track_video
 from media.io import iter_video_frames, read_audio, read_image, write_audio
 from models.audio_encoder import CALM, INTENSE, SAMPLE_RATE, frame_weights
 from models.face_controls import BROWS, EYES, FACE_OVAL, eye_distance
+from models.provenance import save_results, subfolders
 from pipelines import music_face as mf
 from pipelines.common import AVStudioError, settings
 

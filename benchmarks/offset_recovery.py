@@ -26,9 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.provenance import save_results, shown_path
 from media.features import SAMPLE_RATE, log_mel
 from media.io import mux_audio, read_audio
+from models.provenance import save_results, shown_path
 from models.syncnet import (
     DEFAULT_WEIGHTS,
     SyncNet,

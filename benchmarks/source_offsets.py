@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.provenance import save_results, shown_path
 from media.face import NoFaceError
 from media.features import SAMPLE_RATE, log_mel
 from media.io import MediaError
+from models.provenance import save_results, shown_path
 from models.syncnet import (
     DEFAULT_WEIGHTS,
     SyncNet,

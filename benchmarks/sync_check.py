@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.provenance import save_results
 from media.face import FaceTracker, crop_faces
 from media.features import SAMPLE_RATE, log_mel
 from media.io import probe, read_audio, read_video
+from models.provenance import save_results
 from models.syncnet import CROP_SIZE, normalize_mel, sync_score, to_gray
 from pipelines.common import settings
 from pipelines.sync_check import check_sync, load_model

@@ -64,6 +64,10 @@ def test_three_stage_script_end_to_end(small_dataset, tmp_path):
         assert (out / stage / "model.safetensors").exists() and (out / stage / "config.json").exists()
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.png").stat().st_size > 10_000
+    from models.provenance import sha256_file
+
+    assert report["command"].startswith("python -m training.train_syncnet") and report["git_commit"]["head"]
+    assert report["weights"]["trained"] == sha256_file(out / "final" / "model.safetensors")
     for stage in ["stage1", "stage2", "stage3"]:
         e = report["evaluation"][stage]
         assert 0 <= e["pair_accuracy"] <= 1 and 0 <= e["offset_accuracy"] <= 1 and "gap" in e

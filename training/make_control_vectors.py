@@ -44,6 +44,7 @@ from models.face_controls import (
     normalise_reference,
     similarity,
 )
+from models.provenance import provenance
 
 CLIPS = {"neutral": "neutral_level1", "happy": "happy_level3", "surprised": "surprised_level3"}
 
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
                                        "largest_displacement_by_region_eye_units": sizes}
     args.out.mkdir(parents=True, exist_ok=True)
     controls.save_pretrained(args.out / "final", metadata={"people": people, "source": "MEAD (dreamtalk samples)"})
+    report = {**provenance("training.make_control_vectors", weights={"trained": args.out / "final"}), **report}  # command, commit, weights
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0

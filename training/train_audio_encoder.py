@@ -56,6 +56,7 @@ from models.audio_encoder import (  # CALM, INTENSE: moved to models.audio_encod
     mfcc_points,
     point_vectors,
 )
+from models.provenance import provenance
 from training.accel import (
     LossModule,
     make_accelerator,
@@ -246,6 +247,7 @@ def main(argv=None) -> int:
         "train_weight_activity_corr", "held_mean_weight")})
     if not accelerator.is_main_process:
         return 0
+    report = {**provenance("training.train_audio_encoder", weights={"trained": args.out / "final"}), **report}  # command, commit, weights
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     plot_report(report, args.out / "report.png")
     print(json.dumps({k: report[k] for k in ("held_recon_mse", "held_mean_frame_mse", "weight_bounds", "held_mean_weight",

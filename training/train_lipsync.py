@@ -88,6 +88,7 @@ from models.lipsync_fit import (  # the fits moved beside the model; still impor
     mfcc_window,
     opening_correlation,
 )
+from models.provenance import provenance
 from models.syncnet import (
     CROP_SIZE,
     MEL_FLOOR,
@@ -592,6 +593,7 @@ def main(argv=None) -> int:
     if not accelerator.is_main_process:
         return 0
     report["log"] = log
+    report = {**provenance("training.train_lipsync", weights={"trained": args.out / "final"}), **report}  # command, commit, weights
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     plot_report(report, args.out / "report.png")
     print(f"done in {report['seconds']} s -> {args.out}")

@@ -54,6 +54,7 @@ from media.features import (
     mel_windows,
 )
 from media.io import shift_audio
+from models.provenance import provenance
 from models.syncnet import (
     MEL_FLOOR,
     N_LIP_POINTS,
@@ -546,6 +547,7 @@ def main(argv=None) -> int:
         "evaluation": evaluation,
         "loss_log": log,
     }
+    report = {**provenance("training.train_syncnet", weights={"trained": args.out / "final"}), **report}  # command, commit, weights
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     plot_report(report, args.out / "report.png")
     print(f"report: {args.out / 'report.json'} and report.png ({report['seconds']:.0f} s)")

@@ -1,4 +1,4 @@
-"""Where a benchmark figure comes from: every results JSON is written through ``save_results``.
+"""Where a results figure comes from: every results JSON (benchmarks, training reports) is written with this.
 
 Each file under ``benchmarks/results/`` starts with
 
