@@ -38,7 +38,7 @@ The same loudness and silence figures are then measured on still photos (``faces
 photo gives the network one frame to work from, so a model that leans on the input's own mouth
 shows it there first. The photo's own inner-lip gap is reported beside (a smile at rest is open).
 
-The file starts with its provenance (``benchmarks.provenance``: command, commit, sha256 of the
+The file starts with its provenance (``models.provenance``: command, commit, sha256 of the
 generator and of both judges) and a ``headline`` block.
 
     python -m benchmarks.lipsync_eval [--model DIR] [--judge DIR] [--training-judge DIR] [--out benchmarks/results/lipsync_eval.json]
