@@ -43,7 +43,7 @@ def main() -> int:
     except AVStudioError as err:  # a bad AVSTUDIO_* value or a model that cannot load
         print(f"error: {err}", file=sys.stderr)
         return 2
-    demo.launch(max_file_size=f"{settings().max_upload_mb:g}mb")
+    demo.launch(max_file_size=int(settings().max_upload_mb * 1024 * 1024))  # in bytes
     return 0
 
 

@@ -518,8 +518,12 @@ def read_image(path: PathLike) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
-    except (UnidentifiedImageError, OSError) as err:
-        raise MediaError(f"'{_name(path)}' is not a readable image: {err}") from err
+    except UnidentifiedImageError as err:
+        raise MediaError(f"'{_name(path)}' is not a readable image") from err
+    except Image.DecompressionBombError as err:  # a few KB can declare billions of pixels
+        raise MediaError(f"'{_name(path)}' has too many pixels to open safely") from err
+    except OSError as err:
+        raise MediaError(f"'{_name(path)}' is not a readable image: {err.strerror or 'truncated or damaged'}") from err
 
 
 def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:

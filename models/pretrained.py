@@ -22,9 +22,13 @@ def resolve_folder(dir_or_repo: str | Path, subfolder: str | None = None) -> Pat
     """The folder holding config.json: ``dir_or_repo[/subfolder]`` when ``dir_or_repo`` is a local folder,
     else a Hugging Face Hub repo id, downloaded (only the model files, only under ``subfolder``) or taken
     from the Hub cache (``HF_HUB_CACHE``; with ``HF_HUB_OFFLINE=1`` never from the network)."""
+    import re
+
     sub = subfolder.strip("/") if subfolder else ""
     path = Path(dir_or_repo)
     if not path.is_dir():
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(dir_or_repo)):
+            raise FileNotFoundError(f"no model folder {dir_or_repo} (and it is not a Hub repo id, owner/name)")
         from huggingface_hub import snapshot_download
 
         patterns = [f"{sub}/{f}" if sub else f for f in FILES]

@@ -39,6 +39,10 @@ DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet"
 N_LIP_POINTS = len(LIPS)  # 40
 
 
+class TooFewWindows(ValueError):
+    """A clip has no pair of picture and audio windows to compare (no face long enough, or too short)."""
+
+
 @dataclass
 class SyncNetConfig:
     embed_dim: int = 256
@@ -326,7 +330,7 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
     shifts = np.arange(-max_shift, max_shift + 1)
     rows = np.flatnonzero(valid)
     if len(rows) == 0:
-        raise ValueError("no frame window with a visible face to compare with the audio")
+        raise TooFewWindows("no frame window with a visible face to compare with the audio")
     # a has an offset of max_shift: a_{i-k} is a[i - k + max_shift]
     cols = rows[:, None] - shifts[None, :] + max_shift
     dist = np.linalg.norm(v[rows][:, None, :] - a[cols], axis=2)  # (R, S)
@@ -335,7 +339,7 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
     counts = np.isfinite(dist).sum(axis=0)
     curve = np.where(counts > 0, np.nansum(dist, axis=0) / np.maximum(counts, 1), np.nan)
     if not np.isfinite(curve).any():
-        raise ValueError("the clip is too short to compare its audio with the picture")
+        raise TooFewWindows("the clip is too short to compare its audio with the picture")
     best = int(np.nanargmin(curve))
     median = float(np.nanmedian(curve))
     frame_conf = np.full(n, np.nan, dtype=np.float32)

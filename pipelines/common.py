@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -75,13 +76,15 @@ def _parse(name: str, raw: str, kind: type, low: float):
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
     if not value >= low:
         raise SettingsError(f"{name}={raw!r} must be at least {low:g}")
     return value
 
 
 def _model_location(name: str, raw: str) -> str:
-    if Path(raw).is_dir() or (_HUB_ID.match(raw) and not Path(raw).exists()):
+    if raw and (Path(raw).is_dir() or (_HUB_ID.match(raw) and not Path(raw).exists())):
         return raw
     raise SettingsError(f"{name}={raw!r} is neither a model folder nor a Hugging Face Hub repo id (owner/name)")
 
@@ -114,8 +117,17 @@ def settings() -> Settings:
 
 
 def resolve_max_seconds(max_seconds: float | None) -> float:
-    """``max_seconds``, or the AVSTUDIO_MAX_SECONDS setting when it is None."""
-    return settings().max_seconds if max_seconds is None else float(max_seconds)
+    """``max_seconds``, or the AVSTUDIO_MAX_SECONDS setting when it is None; SettingsError unless it is a
+    positive, finite number of seconds."""
+    if max_seconds is None:
+        return settings().max_seconds
+    try:
+        value = float(max_seconds)
+    except (TypeError, ValueError):
+        raise SettingsError(f"max_seconds={max_seconds!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise SettingsError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    return value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -191,7 +203,7 @@ def prepare_out_path(out_path, error_cls: type[AVStudioError], suffixes=(".mp4",
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise error_cls(f"cannot create the output folder '{out.parent}': {err.strerror}") from err
+        raise error_cls(f"cannot create the folder for '{out.name}': {err.strerror}") from err
     return out
 
 
@@ -220,13 +232,12 @@ def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[AVStudi
 def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None = None):
     """``model_cls.from_pretrained(dir_or_repo, subfolder=...)``, once per process; any failure (missing
     folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded."""
+    from huggingface_hub.errors import HfHubHTTPError
+    from safetensors import SafetensorError
+
     try:
-        if subfolder is None:
-            return model_cls.from_pretrained(dir_or_repo)
-        if Path(dir_or_repo).is_dir():
-            return model_cls.from_pretrained(Path(dir_or_repo) / subfolder)
         return model_cls.from_pretrained(dir_or_repo, subfolder=subfolder)
-    except Exception as err:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, HfHubHTTPError) as err:
         where = f"'{dir_or_repo}'" + (f" (subfolder {subfolder})" if subfolder else "")
         raise ModelLoadError(f"could not load the {what} {where}: {type(err).__name__}: {err}") from err
 

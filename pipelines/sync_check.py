@@ -32,6 +32,7 @@ from models.syncnet import (
     VIDEO_FPS,
     VIDEO_FRAMES,
     SyncNet,
+    TooFewWindows,
     prepare_clip,
     sync_score,
 )
@@ -154,6 +155,7 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     video = Path(video)
+    out = None if out_path is None else prepare_out_path(out_path, SyncCheckError)  # refused before any work
     model = model or load_model()
     # 1. check the file: a picture, a sound track, not too long, not too short, not silent
     say(0.0, "reading the video")
@@ -171,7 +173,7 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     with timed(timings, "offset_search"):
         try:
             res = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift)
-        except ValueError as err:  # offset_search: no window with a face, or the clip is too short
+        except TooFewWindows as err:  # no window with a face, or the clip is too short
             raise SyncCheckError(f"'{video.name}': {err}") from err
     result = SyncResult(
         offset_frames=res["offset_frames"], offset_ms=res["offset_frames"] * 1000.0 / x.fps,
@@ -190,7 +192,6 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
             say(0.9, "writing the re-synced video")
             with timed(timings, "writing"):
                 try:
-                    out = prepare_out_path(out_path, SyncCheckError)
                     result.output_path = resync(video, result.offset_frames, x.fps, out)
                 except AVStudioError as err:  # the scores are kept; only the file is missing
                     result.problem = f"could not write the re-synced video: {err}"

@@ -19,8 +19,11 @@ def new_output_dir() -> Path:
     """A fresh folder for one request's outputs; folders of earlier requests older than OUTPUT_TTL_S go."""
     root = Path(tempfile.gettempdir())
     for old in root.glob("avstudio_out_*"):
-        if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
-            shutil.rmtree(old, ignore_errors=True)
+        try:  # another request may be removing it at the same moment
+            if time.time() - old.stat().st_mtime > OUTPUT_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     return Path(tempfile.mkdtemp(prefix="avstudio_out_"))
 
 

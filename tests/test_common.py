@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from media.errors import AVStudioError
-from media.io import MediaError
+from media.io import MediaError, read_image
 from pipelines import lipsync, music_face, sync_check
-from pipelines.common import CliProgress, PipelineOutput, SettingsError, read_settings, run_cli
+from pipelines.common import CliProgress, PipelineOutput, SettingsError, read_settings, resolve_max_seconds, run_cli
 from tests.conftest import ROOT
 
 
@@ -29,11 +29,35 @@ def test_settings_defaults_and_values(tmp_path):
     ({"AVSTUDIO_MAX_SIDE": "1e3"}, "whole number"),
     ({"AVSTUDIO_LIPSYNC": "/no/such/folder"}, "neither a model folder"),
     ({"AVSTUDIO_MAX_SECOND": "30"}, "unknown setting AVSTUDIO_MAX_SECOND"),
+    ({"AVSTUDIO_MAX_UPLOAD_MB": "inf"}, "not a finite number"),
+    ({"AVSTUDIO_LIPSYNC": ""}, "neither a model folder"),
 ])
 def test_bad_settings_are_refused_by_name(env, phrase):
     with pytest.raises(SettingsError, match=phrase) as err:
         read_settings(env)
     assert next(iter(env)) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0, -5, "soon"])
+def test_a_bad_length_limit_is_refused(value):
+    with pytest.raises(SettingsError, match="max_seconds"):
+        resolve_max_seconds(value)
+
+
+def test_a_picture_that_declares_too_many_pixels_is_refused(tmp_path):
+    """A few bytes of PNG header can declare a 100000 x 100000 image: refused before decoding, by name."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    with pytest.raises(MediaError, match="'bomb.png' has too many pixels") as err:
+        read_image(bomb)
+    assert str(tmp_path) not in str(err.value)
 
 
 def test_a_bad_setting_stops_the_app_with_one_line():
