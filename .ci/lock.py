@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = """# The app's dependencies, locked: every version tested together (CI and the README's commands use this file;
 # a Hugging Face Space installs it). Direct dependencies and why they are pinned: pyproject.toml.
 # Regenerate after changing pyproject.toml: python .ci/lock.py (see docs/testing.md).
-# torch: the CPU build (PyPI's default wheel is the CUDA one, several GB more).
---extra-index-url https://download.pytorch.org/whl/cpu
+# torch==2.13.0 takes the CPU wheel where one is at hand (this project's machines, or pip install
+# torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu first); elsewhere pip takes PyPI's larger CUDA build.
 """
 
 
@@ -45,7 +45,8 @@ def main() -> None:
     app = closure(project["dependencies"])
     extra = [r for group in project["optional-dependencies"].values() for r in group]
     dev = {k: v for k, v in closure(project["dependencies"] + extra).items() if k not in app}
-    (ROOT / "requirements.txt").write_text(HEADER + "".join(f"{v}\n" for _, v in sorted(app.items())))
+    pins = [v.split("+")[0] for _, v in sorted(app.items())]  # a local label (torch's +cpu) would need its index
+    (ROOT / "requirements.txt").write_text(HEADER + "".join(f"{v}\n" for v in pins))
     (ROOT / "requirements-dev.txt").write_text("# Tests, training and example-making, locked on top of the app's lock.\n"
                                                "-r requirements.txt\n" + "".join(f"{v}\n" for _, v in sorted(dev.items())))
 
