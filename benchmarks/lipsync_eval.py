@@ -57,11 +57,12 @@ from tqdm import tqdm
 
 from media.face import LIPS_INNER, FaceTrack, face_in_image, track_video
 from media.features import SAMPLE_RATE, loudness_per_frame
-from media.io import iter_video_frames, probe, read_audio, write_audio
+from media.io import iter_video_frames, probe, read_audio, read_image, write_audio
 from models.provenance import save_results, shown_path
+from models.syncnet import prepare_clip, sync_score
 from pipelines import lipsync as ls
 from pipelines.common import AVStudioError, settings
-from pipelines.sync_check import check_sync
+from pipelines.sync_check import MAX_SHIFT_SECONDS
 from pipelines.sync_check import load_model as load_syncnet
 
 NOSE_TIP = 1
@@ -74,11 +75,14 @@ TRAINING_JUDGE_NOTE = ("training judge: the Sync check's bundled discriminator, 
 
 
 def judge_rows(video, judges: dict) -> dict:
-    """{NAME_offset_frames, NAME_confidence} of the Sync check on ``video`` with each judge."""
+    """{NAME_offset_frames, NAME_confidence} of the Sync check's offset search on ``video`` with each judge
+    (the face is tracked once; each judge searches the same +/-0.6 s as the Sync check)."""
+    x = prepare_clip(video)
+    max_shift = max(1, round(MAX_SHIFT_SECONDS * x.fps))
     row = {}
     for name, model in judges.items():
-        r = check_sync(video, model=model)
-        row[f"{name}_offset_frames"], row[f"{name}_confidence"] = int(r.offset_frames), float(r.confidence)
+        r = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift)
+        row[f"{name}_offset_frames"], row[f"{name}_confidence"] = int(r["offset_frames"]), float(r["confidence"])
     return row
 
 
@@ -148,7 +152,7 @@ def psnr_above_nose(source: Path, track, output: Path, order: np.ndarray) -> flo
 
 def photo_gap(photo: Path) -> float:
     """The photo's own inner-lip gap over face height (the same measure as FaceTrack.lip_gap_ratio)."""
-    image = ls.load_photo(photo)
+    image = read_image(photo)
     lm = face_in_image(image)
     if lm is None:
         return float("nan")

@@ -35,7 +35,8 @@ import numpy as np
 from media.errors import AVStudioError
 
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
-           "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_audio_within",
+           "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_photo", "scaled_note",
+           "read_audio_within",
            "load_pretrained", "timed", "run_cli"]
 
 Progress = Callable[[float, str], None]
@@ -205,6 +206,28 @@ def prepare_out_path(out_path, error_cls: type[AVStudioError], suffixes=(".mp4",
     except OSError as err:
         raise error_cls(f"cannot create the folder for '{out.name}': {err.strerror}") from err
     return out
+
+
+def scaled_note(what: str, size: tuple[int, int], new_size: tuple[int, int]) -> str:
+    """The note a result carries when a picture was scaled down to the AVSTUDIO_MAX_SIDE setting."""
+    return f"The {size[0]} x {size[1]} {what} was scaled to {new_size[0]} x {new_size[1]}."
+
+
+def read_photo(path, error_cls: type[AVStudioError], max_side: int, notes: list[str] | None = None) -> np.ndarray:
+    """A photo as RGB uint8, scaled down so that no side exceeds ``max_side`` (with a note added to ``notes``);
+    ``error_cls`` for a file that is not a readable image or too small to hold a face."""
+    from media.io import MediaError, fit_within, read_image
+
+    try:
+        image = read_image(path)
+    except MediaError as err:
+        raise error_cls(str(err)) from err
+    if min(image.shape[:2]) < 32:
+        raise error_cls(f"the photo is {image.shape[1]} x {image.shape[0]} pixels: too small for a face")
+    scaled = fit_within(image, max_side)
+    if scaled.shape != image.shape and notes is not None:
+        notes.append(scaled_note("photo", image.shape[1::-1], scaled.shape[1::-1]))
+    return scaled
 
 
 def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[AVStudioError], what: str = "audio"):

@@ -42,7 +42,6 @@ from media.io import (
     iter_video_frames,
     probe,
     read_audio,
-    read_image,
     write_video,
 )
 from media.mouth import gradient_map, mouth_blur, mouth_blur_crop, mouth_keypoints
@@ -64,8 +63,10 @@ from pipelines.common import (
     load_pretrained,
     prepare_out_path,
     read_audio_within,
+    read_photo,
     resolve_max_seconds,
     run_cli,
+    scaled_note,
     settings,
     timed,
 )
@@ -112,13 +113,6 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
 def is_photo(path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
-def load_photo(path) -> np.ndarray:
-    try:
-        return read_image(path)
-    except MediaError as err:
-        raise LipSyncError(str(err)) from err
 
 
 def pingpong_index(k: np.ndarray, n: int) -> np.ndarray:
@@ -265,10 +259,7 @@ def read_face(face: Path, duration: float, notes: list[str], say: Progress) -> F
     pictures with a side longer than AVSTUDIO_MAX_SIDE are scaled down (with a note)."""
     max_side = settings().max_side
     if is_photo(face):
-        image = load_photo(face)
-        scaled = fit_within(image, max_side)
-        if scaled.shape != image.shape:
-            notes.append(f"The {image.shape[1]} x {image.shape[0]} photo was scaled to {scaled.shape[1]} x {scaled.shape[0]}.")
+        scaled = read_photo(face, LipSyncError, max_side, notes)
         landmarks = face_in_image(scaled)
         if landmarks is None:
             raise LipSyncError(f"no face was found in the photo '{face.name}'")
@@ -285,7 +276,7 @@ def read_face(face: Path, duration: float, notes: list[str], say: Progress) -> F
     size = None
     if (width, height) != (info.width, info.height):
         size = (width, height)
-        notes.append(f"The {info.width} x {info.height} video was scaled to {width} x {height}.")
+        notes.append(scaled_note("video", (info.width, info.height), size))
     need = round(duration * fps)
     end = (need + 0.5) / fps if 0 < need < info.n_frames else None  # a longer video is tracked as far as used
     n_est = max(1, need if end is not None else info.n_frames)
@@ -403,7 +394,7 @@ def preview(face, frame_index: int = 0) -> dict:
     """
     face = Path(face)
     if is_photo(face):
-        frame = fit_within(load_photo(face), settings().max_side)
+        frame = read_photo(face, LipSyncError, settings().max_side)
         landmarks = face_in_image(frame, all_faces=True)
     else:
         frame, landmarks = None, []

@@ -31,7 +31,7 @@ import numpy as np
 
 from media.face import face_in_image, lip_gap
 from media.features import is_silent
-from media.io import MediaError, fit_within, read_audio, read_image, write_video
+from media.io import MediaError, read_audio, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
 from models.audio_encoder import SAMPLE_RATE, AudioAutoencoder, frame_weights
 from models.face_controls import EXPRESSIONS, ExpressionControls
@@ -43,6 +43,7 @@ from pipelines.common import (
     load_pretrained,
     prepare_out_path,
     read_audio_within,
+    read_photo,
     resolve_max_seconds,
     run_cli,
     settings,
@@ -159,7 +160,7 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
     # 2. the photo, scaled to at most AVSTUDIO_MAX_SIDE, and its largest face
     say(0.0, "reading the photo")
     with timed(timings, "reading"):
-        image = read_photo(face, notes)
+        image = read_photo(face, MusicFaceError, settings().max_side, notes)
         landmarks, n_faces = find_face(image)
     if n_faces > 1:
         notes.append(f"{n_faces} faces were found; the largest one moves.")
@@ -190,20 +191,6 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
     return MusicFaceResult(output_path=str(out_path), duration_s=n_frames / fps, timings=timings, notes=notes,
                            fps=float(fps), n_frames=n_frames, weights=[round(float(w), 4) for w in weights],
                            expression=mix, width=image.shape[1], height=image.shape[0], faces_found=n_faces)
-
-
-def read_photo(path: Path, notes: list[str]) -> np.ndarray:
-    """The photo as RGB, scaled down (with a note) when a side is longer than AVSTUDIO_MAX_SIDE."""
-    try:
-        image = read_image(path)
-    except MediaError as err:
-        raise MusicFaceError(str(err)) from err
-    if min(image.shape[:2]) < 32:
-        raise MusicFaceError(f"the photo is {image.shape[1]} x {image.shape[0]} pixels: too small for a face")
-    scaled = fit_within(image, settings().max_side)
-    if scaled.shape != image.shape:
-        notes.append(f"The {image.shape[1]} x {image.shape[0]} photo was scaled to {scaled.shape[1]} x {scaled.shape[0]}.")
-    return scaled
 
 
 def _counted(frames: Iterator[np.ndarray], n_frames: int, say: Progress) -> Iterator[np.ndarray]:
