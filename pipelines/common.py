@@ -67,8 +67,10 @@ class Settings:
     music_face: str = str(MODELS)  # Music to face: a folder holding audio_encoder/ and face_controls/
 
 
-# read by the tests and benchmarks, not by the pipelines
-OTHER_VARIABLES = {"AVSTUDIO_MEDIA", "AVSTUDIO_REQUIRE_MEDIA"}
+# read by the annotation suite (annotation.db, annotation.backup), the tests and the benchmarks
+OTHER_VARIABLES = {"AVSTUDIO_MEDIA", "AVSTUDIO_REQUIRE_MEDIA", "AVSTUDIO_DATA", "AVSTUDIO_DB_URL",
+                   "AVSTUDIO_BACKUP_REPO", "AVSTUDIO_BACKUP_MINUTES", "AVSTUDIO_TEST_PG_URL",
+                   "AVSTUDIO_REQUIRE_PG", "AVSTUDIO_REQUIRE_BROWSER"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -1,0 +1,1 @@
+"""The annotation suite: labelling tasks, review and export of human labels."""
