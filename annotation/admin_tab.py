@@ -87,9 +87,9 @@ def task_view(task: str | None):
     stats = service.stats(service.store(), task)
     t = stats["task"]
     alpha = t.get("alpha")
-    summary = (f"**{task}** ({service.store().task(task)['kind']}): {t.get('labels', 0)} labels on "
-               f"{t.get('items', 0)} items, {t.get('items_complete', 0)} complete "
-               f"({t.get('percent_complete', 0):.0f} %). Krippendorff's alpha: "
+    summary = (f"**{task}** ({t['kind']}): {t['n_labels']} labels by {t['n_annotators']} annotators on "
+               f"{t['n_items']} items ({t['n_gold_items']} gold); {t['n_items_complete']} complete "
+               f"({t['percent_complete']:.0f} %). Krippendorff's alpha ({t['alpha_level']}): "
                f"{'n/a' if alpha is None else f'{alpha:.3f}'}. Paused: {', '.join(stats['paused']) or 'nobody'}.")
     annotators = [[a.get(c) for c in ANNOTATOR_COLUMNS] for a in stats["annotators"]]
     queue = [[q["item_key"], q["n"], q.get("majority"), round(q["agreement"], 3)] for q in stats["adjudication"]]

@@ -53,7 +53,7 @@ def _create(args, store) -> dict:
                          per_speech=args.per_speech, manifest=manifest, gold=args.gold,
                          max_seconds=args.max_seconds, seed=args.seed)
     if args.kind == "bgm":
-        result.refusals += prepare_mixes(args.name, result.items, result.media_root, store.data)
+        result.refusals += prepare_mixes(args.name, result.items, result.media_root, store.data, args.max_seconds)
     meta = store.create_task(args.name, args.kind, result.items, media_root=result.media_root,
                              instructions=_instructions(args.instructions, args.kind), per_item=args.per_item,
                              gold_rate=args.gold_rate, gold_threshold=args.gold_threshold, lease_s=args.lease_s,

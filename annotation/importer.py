@@ -225,7 +225,8 @@ def _apply_gold(kind: str, items: list[dict], rows: list[dict], refusals: list[I
             item["gold"] = answer
 
 
-def prepare_mixes(task: str, items: list[dict], media_root: Path, data: Path) -> list[ImportRefusal]:
+def prepare_mixes(task: str, items: list[dict], media_root: Path, data: Path,
+                  max_seconds: float = 600.0) -> list[ImportRefusal]:
     """For BGM-fit items: the mix at matched loudness with the music ducked under the voice, and both tracks
     alone at the gains of the mix, under ``<data>/mixes/<task>/``; an item whose mix fails is dropped."""
     from media.mix import mix_files
@@ -236,12 +237,14 @@ def prepare_mixes(task: str, items: list[dict], media_root: Path, data: Path) ->
     for item in tqdm(items, desc="mixing", unit="item"):
         payload = item["payload"]
         try:
-            out = mix_files(media_root / payload["speech"], media_root / payload["bgm"], folder / f"{item['key']}.wav")
+            out = mix_files(media_root / payload["speech"], media_root / payload["bgm"],
+                            folder / f"{item['key']}.wav", max_seconds=max_seconds)
         except AVStudioError as err:  # e.g. a silent track: its loudness cannot be matched
             refusals.append(ImportRefusal(item["key"], str(err)))
             continue
-        payload["prepared"] = {slot: Path(out[slot]).relative_to(data).as_posix() for slot in ("mix", "speech", "bgm")}
-        payload["gains"] = {k: v for k, v in out.items() if k not in ("mix", "speech", "bgm")}
+        slots = {"mix": "mix_path", "speech": "speech_track_path", "bgm": "bgm_track_path"}
+        payload["prepared"] = {slot: Path(out[key]).relative_to(data).as_posix() for slot, key in slots.items()}
+        payload["gains"] = {k: v for k, v in out.items() if k not in slots.values()}
         kept.append(item)
     items[:] = kept
     return refusals

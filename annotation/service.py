@@ -15,8 +15,13 @@ HUM_MAX_BYTES = 5_000_000  # about five minutes of Opus; a hum is 30 s at most
 
 @lru_cache(maxsize=1)
 def store() -> Store:
-    """The process's store (``AVSTUDIO_DB_URL`` or SQLite under ``AVSTUDIO_DATA``), opened and migrated once."""
-    return Store()
+    """The process's store (``AVSTUDIO_DB_URL`` or SQLite under ``AVSTUDIO_DATA``), opened and migrated once,
+    and backed up to the Hub when ``AVSTUDIO_BACKUP_REPO`` and ``HF_TOKEN`` are set (:mod:`annotation.backup`)."""
+    from annotation import backup
+
+    opened = Store()
+    opened.backup = backup.start(opened)
+    return opened
 
 
 async def read_limited(stream: AsyncIterator[bytes], max_bytes: int) -> bytes:
@@ -53,7 +58,8 @@ def label_for(store: Store, who: UserInfo, label_id: int) -> dict:
 def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, dict]]:
     """label_id -> (flag, scores) for Pair labels that carry a hum and chose a track: flagged when the hum
     matches the chosen track worst of the tracks shown (:func:`annotation.checks.hum_disagrees`)."""
-    from annotation.checks import hum_disagrees, load_for_similarity
+    from annotation.checks import hum_disagrees
+    from media.io import read_audio
 
     roots = {item["item_id"]: Path(item["media_root"]) for item in items}
     cache: dict[str, object] = {}
@@ -61,7 +67,7 @@ def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, di
     def audio(path: Path):
         key = str(path)
         if key not in cache:
-            cache[key] = load_for_similarity(path)
+            cache[key] = read_audio(path, sr=16000, end=30.0)  # the check looks at 30 s at most
         return cache[key]
 
     out = {}
