@@ -288,6 +288,15 @@ class Store:
         return task
 
     @staticmethod
+    def _locked_task(s: Session, task_id: int) -> Task:
+        """The task row, locked until the transaction ends (PostgreSQL; SQLite's BEGIN IMMEDIATE locks the
+        whole database already): every change of who holds which item goes through this one lock."""
+        query = select(Task).where(Task.id == task_id)
+        if s.bind.dialect.name != "sqlite":
+            query = query.with_for_update()
+        return s.scalar(query)
+
+    @staticmethod
     def _task_meta(s: Session, t: Task) -> dict:
         n_items = len(s.scalars(select(Item.id).where(Item.task_id == t.id)).all())
         return {"name": t.name, "kind": t.kind, "instructions": t.instructions, "per_item": t.per_item,
@@ -373,7 +382,7 @@ class Store:
         """Keep a lease alive; returns its new expiry. A lapsed lease is renewed when no one took the slot."""
         with self.tx() as s:
             lease = self._own_lease(s, user, lease_id)
-            t = s.get(Task, lease.task_id)
+            t = self._locked_task(s, lease.task_id)
             if lease.state != "open":
                 raise Conflict("this item was already submitted or skipped")
             if lease.expires_at <= _now():
@@ -417,7 +426,7 @@ class Store:
                 if done is not None:
                     return done
                 lease = self._own_lease(s, user, lease_id)
-                t = s.get(Task, lease.task_id)
+                t = self._locked_task(s, lease.task_id)
                 if lease.state == "done":
                     raise Conflict("this item was already submitted; revise the label from your history instead")
                 if lease.state == "released":
@@ -511,7 +520,7 @@ class Store:
             old = s.get(Label, label_id)
             if old is None or old.user_id != user.id:
                 raise NotFound("no such label of yours")
-            t = s.get(Task, old.task_id)
+            t = self._locked_task(s, old.task_id)
             current = self._item_state(s, t.id).current.get((user.id, old.item_id))
             if current is None or current.id != old.id or old.kind != "label":
                 raise Conflict("this label was revised or undone since; revise the newest one")
