@@ -23,15 +23,15 @@ Admin endpoints (``/annotate/api/admin/...``, role admin only): ``tasks``, ``tas
 ``tasks/{task}/labels``, ``tasks/{task}/export``, ``users`` (GET, POST), ``users/{name}`` (DELETE),
 ``users/{name}/invite``, ``tasks/{task}/pauses/{name}`` (DELETE lifts a pause).
 """
-from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from annotation import service
 from annotation.errors import AnnotationError, NotAllowed, NotFound, NotSignedIn
@@ -50,8 +50,8 @@ class Login(BaseModel):
 
 class Submit(BaseModel):
     client_id: str = Field(max_length=64)
-    choice: int | None = None  # pair: position in the order shown; None: none fits
-    rating: int | None = None  # bgm: 1..5
+    choice: StrictInt | None = None  # pair: position in the order shown; None: none fits
+    rating: StrictInt | None = None  # bgm: 1..5 (true/false or "4" are refused, not read as numbers)
     tags: list[str] = Field(default_factory=list, max_length=10)
     dwell_ms: int = Field(default=0, ge=0, le=24 * 3600 * 1000)
     played_ms: int | None = Field(default=None, ge=0, le=24 * 3600 * 1000)
@@ -70,8 +70,8 @@ class ClientId(BaseModel):
 
 class Revise(BaseModel):
     client_id: str = Field(max_length=64)
-    choice: int | None = None
-    rating: int | None = None
+    choice: StrictInt | None = None
+    rating: StrictInt | None = None
     tags: list[str] = Field(default_factory=list, max_length=10)
 
 
@@ -250,6 +250,11 @@ def make_router(store: Store) -> APIRouter:
         store.lift_pause(task, name)
         return {"lifted": name}
 
+    @router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      include_in_schema=False)
+    def unknown(rest: str) -> None:
+        raise NotFound(f"no such endpoint: /annotate/api/{rest}")
+
     return router
 
 
@@ -271,6 +276,13 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _handle(_request: Request, err: AVStudioError) -> JSONResponse:
         status = getattr(err, "status", 400) if isinstance(err, AnnotationError) else 400
         return JSONResponse({"error": str(err)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "the request"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}".replace("Input should", "should")},
+                            status_code=400)
 
 
 def create_app(store: Store | None = None) -> FastAPI:

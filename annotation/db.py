@@ -179,12 +179,13 @@ def default_url() -> str:
     return f"sqlite:///{data_dir() / 'annotation.db'}"
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
     """An engine for ``url`` (default :func:`default_url`).
 
     SQLite gets WAL mode, full fsync on commit (a label acknowledged to a client survives a killed server),
     a 30 s busy timeout and ``BEGIN IMMEDIATE`` transactions, so that two writers never both read the same
-    free slot before either writes (SQLAlchemy's documented recipe for pysqlite transactions).
+    free slot before either writes (SQLAlchemy's documented recipe for pysqlite transactions). With
+    ``read_only`` (SQLite only) transactions start with a plain ``BEGIN``: WAL readers run beside the writer.
     """
     url = url or default_url()
     if url.startswith("sqlite"):
@@ -203,7 +204,7 @@ def make_engine(url: str | None = None) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -33,6 +33,8 @@ from annotation.errors import AnnotationError
 from media.errors import AVStudioError
 
 VIDEO_EXT = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+# what Chromium, Firefox and Safari all play: the annotators' browsers must play every video shown
+BROWSER_VIDEO = {".mp4": {"h264", "av1", "vp9"}, ".m4v": {"h264"}, ".mov": {"h264"}, ".webm": {"vp8", "vp9", "av1"}}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac"}
 
 
@@ -126,11 +128,25 @@ class _Checker:
         if rel not in self.ok:
             try:
                 check_media(self.root / rel, kind, media_root=self.root, max_seconds=self.max_seconds)
+                if kind == "video":
+                    _browser_playable(self.root / rel)
                 self.ok[rel] = True
             except AnnotationError as err:
                 self.ok[rel] = False
                 self.refusals.append(ImportRefusal(rel, str(err)))
         return rel if self.ok[rel] else None
+
+
+def _browser_playable(path: Path) -> None:
+    """Refuse a video that browsers cannot play (an AVI, a QuickTime ProRes, ...), with the fix."""
+    import av
+
+    codecs = BROWSER_VIDEO.get(path.suffix.lower(), set())
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context.name
+    if codec not in codecs:
+        raise AnnotationError(f"browsers cannot play {codec} video in a {path.suffix} file; re-encode it as "
+                              "H.264 in .mp4 (ffmpeg -i IN -c:v libx264 -c:a aac -movflags +faststart OUT.mp4)")
 
 
 def build_items(kind: str, media_root: str | Path, *, videos: str = "video/*", tracks: str = "music/**/*",

@@ -92,6 +92,10 @@ class Store:
         self.sqlite = self.engine.dialect.name == "sqlite"
         migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite: reads in their own engine, whose transactions do not take the write lock (WAL)
+        reader = make_engine(str(self.engine.url.render_as_string(hide_password=False)), read_only=True) \
+            if self.sqlite and engine is None else self.engine
+        self._readers = sessionmaker(reader, expire_on_commit=False)
         self._rng = random.SystemRandom()
 
     @contextmanager
@@ -100,8 +104,15 @@ class Store:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """One transaction that only reads (on SQLite it runs beside the writer)."""
+        with self._readers() as session, session.begin():
+            yield session
+
     def close(self) -> None:
         self.engine.dispose()
+        self._readers.kw["bind"].dispose()
 
     # ------------------------------------------------------------------------------------------------
     # users and sign-in
@@ -139,7 +150,7 @@ class Store:
                       .values(state="released"))
 
     def users(self) -> list[dict]:
-        with self.tx() as s:
+        with self.read() as s:
             return [{"name": u.name, "role": u.role, "active": u.active, "hf_username": u.hf_username,
                      "password": u.password_hash is not None}
                     for u in s.scalars(select(User).order_by(User.id))]
@@ -154,7 +165,7 @@ class Store:
 
     def user_by_hf(self, hf_username: str) -> UserInfo | None:
         """The active user whose Hugging Face name this is (or whose user name is), if any."""
-        with self.tx() as s:
+        with self.read() as s:
             user = s.scalar(select(User).where(User.hf_username == hf_username, User.active))
             user = user or s.scalar(select(User).where(User.name == hf_username, User.active))
             return UserInfo(user.id, user.name, user.role) if user else None
@@ -187,7 +198,7 @@ class Store:
         """The user a session token belongs to; :class:`NotSignedIn` when there is none."""
         if not secret:
             raise NotSignedIn("sign in first")
-        with self.tx() as s:
+        with self.read() as s:
             token = s.get(Token, auth.token_hash(secret))
             if token is None or token.kind != "session" or token.expires_at < _now():
                 raise NotSignedIn("your session has expired; sign in again")
@@ -261,16 +272,16 @@ class Store:
             return self._task_meta(s, task)
 
     def tasks(self) -> list[dict]:
-        with self.tx() as s:
+        with self.read() as s:
             return [self._task_meta(s, t) for t in s.scalars(select(Task).order_by(Task.id))]
 
     def task(self, name: str) -> dict:
-        with self.tx() as s:
+        with self.read() as s:
             return self._task_meta(s, self._task(s, name))
 
     def items(self, task: str) -> list[dict]:
         """Item records (see :mod:`annotation.review`)."""
-        with self.tx() as s:
+        with self.read() as s:
             t = self._task(s, task)
             return [{"item_id": i.id, "item_key": i.key, "is_gold": i.is_gold,
                      "gold_answer": i.gold_answer["value"] if i.gold_answer else None, "payload": i.payload,
@@ -372,7 +383,7 @@ class Store:
 
     def lease_task(self, lease_id: int) -> str:
         """The name of the task a lease belongs to."""
-        with self.tx() as s:
+        with self.read() as s:
             lease = s.get(Lease, int(lease_id))
             if lease is None:
                 raise NotFound("no such item")
@@ -392,7 +403,7 @@ class Store:
 
     def media_path(self, user: UserInfo, lease_id: int, slot: str) -> Path:
         """The file behind one media slot of a lease (its owner's, or any for an admin)."""
-        with self.tx() as s:
+        with self.read() as s:
             lease = s.get(Lease, lease_id)
             if lease is None or (lease.user_id != user.id and not user.is_admin):
                 raise NotFound("no such item for you")
@@ -539,7 +550,7 @@ class Store:
 
     def my_labels(self, user: UserInfo, task: str, limit: int = 20) -> list[dict]:
         """The user's own current labels on ``task``, newest first (what they may see and revise)."""
-        with self.tx() as s:
+        with self.read() as s:
             t = self._task(s, task)
             state = self._item_state(s, t.id)
             rows = sorted((row for (uid, _), row in state.current.items() if uid == user.id and row is not None),
@@ -553,7 +564,7 @@ class Store:
 
     def progress(self, user: UserInfo, task: str) -> dict:
         """The user's own progress on ``task``: their labels, and how many items could still come to them."""
-        with self.tx() as s:
+        with self.read() as s:
             t = self._task(s, task)
             state = self._item_state(s, t.id)
             mine = sum(1 for (uid, _), row in state.current.items() if uid == user.id and row is not None
@@ -583,7 +594,7 @@ class Store:
         return {"sha256": check.sha256, "duration_s": check.duration_s, "warnings": list(check.warnings)}
 
     def hum_path(self, sha256: str) -> Path | None:
-        with self.tx() as s:
+        with self.read() as s:
             hum = s.get(Hum, sha256)
             return self.data / "hums" / f"{hum.sha256}.{hum.ext}" if hum else None
 
@@ -593,7 +604,7 @@ class Store:
     def labels(self, task: str, *, history: bool = False) -> list[dict]:
         """Label records of ``task`` (see :mod:`annotation.review`): the current label of each annotator on
         each item, or with ``history`` every row of the log (labels, skips, revisions, undos)."""
-        with self.tx() as s:
+        with self.read() as s:
             t = self._task(s, task)
             items = {i.id: i for i in s.scalars(select(Item).where(Item.task_id == t.id))}
             names = dict(s.execute(select(User.id, User.name)).all())
@@ -625,7 +636,7 @@ class Store:
 
     def paused(self, task: str) -> dict[str, str]:
         """Annotators paused on ``task``, with the reason."""
-        with self.tx() as s:
+        with self.read() as s:
             t = self._task(s, task)
             return {name: reason for name, reason in s.execute(
                 select(User.name, Pause.reason).join(User, User.id == Pause.user_id)
