@@ -91,7 +91,8 @@ def task_view(task: str | None):
                f"{t['n_items']} items ({t['n_gold_items']} gold); {t['n_items_complete']} complete "
                f"({t['percent_complete']:.0f} %). Krippendorff's alpha ({t['alpha_level']}): "
                f"{'n/a' if alpha is None else f'{alpha:.3f}'}. Paused: {', '.join(stats['paused']) or 'nobody'}.")
-    annotators = [[a.get(c) for c in ANNOTATOR_COLUMNS] for a in stats["annotators"]]
+    annotators = [[round(v, 2) if isinstance(v, float) else v for v in (a.get(c) for c in ANNOTATOR_COLUMNS)]
+                  for a in stats["annotators"]]
     queue = [[q["item_key"], q["n"], q.get("majority"), round(q["agreement"], 3)] for q in stats["adjudication"]]
     return summary, annotators, queue
 
