@@ -188,3 +188,25 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "annotation", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/x",
                            "users"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: the database failed") and "Traceback" not in proc.stderr
+
+
+def test_export_carries_the_hum_and_flags_hums_that_disagree(capsys, db, media_root, media, tmp_path):
+    from annotation.checks import check_hum
+
+    assert run_cli(capsys, db, "create", "pairs", "--kind", "pair", "--media-root", str(media_root),
+                   "--candidates", "3", "--per-item", "1", "--gold-rate", "0")[0] == 0
+    store = Store(db)
+    who = store.add_user("hummer")
+    data = sorted((media / "hum").glob("*.wav"))[0].read_bytes()
+    hum = store.add_hum(who, data, check_hum(data))
+    assert store.hum_path(hum["sha256"]).read_bytes() == data  # stored by content hash
+    lease = store.next_item(who, "pairs")
+    store.submit(who, lease["lease_id"], "hum-label-0001", choice=0, hum_sha256=hum["sha256"])
+    with pytest.raises(Exception, match="not uploaded"):
+        store.submit(who, store.next_item(who, "pairs")["lease_id"], "hum-label-0002", choice=0,
+                     hum_sha256="0" * 64)
+    status, _, err = run_cli(capsys, db, "export", "pairs", "--out", str(tmp_path / "export"), "--json")
+    assert status == 0, err
+    row = load_labels(tmp_path / "export", "pairs")["labels"][0]
+    assert isinstance(row["hum_flag"], bool)
+    assert row["sample_audio"]["bytes"] == data

@@ -10,7 +10,13 @@ import urllib.request
 
 import pytest
 
-from tests.annotation_fixtures import browser_missing, free_port, make_driver, type_keys, wait_for
+from tests.annotation_fixtures import (
+    browser_missing,
+    free_port,
+    make_driver,
+    type_keys,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,7 +91,7 @@ def sign_in_in_label_tab(driver, url: str, name: str, password: str) -> None:
 
 
 def test_label_tab_hosts_the_client_and_only_admins_get_the_admin_tab(app):
-    url, driver, store = app
+    url, driver, _ = app
     driver.get(url)
     wait_for(driver, "return document.querySelectorAll('button[role=tab]').length >= 4", 60, "the tabs")
     assert "Label" in tab_names(driver) and "Admin" not in tab_names(driver)
