@@ -160,7 +160,7 @@ def make_router(store: Store) -> APIRouter:
 
     @router.post("/api/tasks/{task}/next")
     def next_item(task: str, who: Annotator) -> dict:
-        return {"assignment": store.next_item(who, task), "progress": store.progress(who, task)}
+        return store.next_and_progress(who, task)
 
     @router.post("/api/leases/{lease_id}/heartbeat")
     def heartbeat(lease_id: int, who: Annotator) -> dict:
@@ -168,15 +168,13 @@ def make_router(store: Store) -> APIRouter:
 
     @router.post("/api/leases/{lease_id}/submit")
     def submit(lease_id: int, body: Submit, who: Annotator) -> dict:
-        ack = store.submit(who, lease_id, body.client_id, choice=body.choice, rating=body.rating, tags=body.tags,
-                           dwell_ms=body.dwell_ms, played_ms=body.played_ms, hum_sha256=body.hum_sha256,
-                           client_time=body.client_time)
-        return _then_next(store, who, lease_id, ack)
+        return store.submit(who, lease_id, body.client_id, choice=body.choice, rating=body.rating, tags=body.tags,
+                            dwell_ms=body.dwell_ms, played_ms=body.played_ms, hum_sha256=body.hum_sha256,
+                            client_time=body.client_time, then_next=True)
 
     @router.post("/api/leases/{lease_id}/skip")
     def skip(lease_id: int, body: Skip, who: Annotator) -> dict:
-        ack = store.skip(who, lease_id, body.client_id, body.reason)
-        return _then_next(store, who, lease_id, ack)
+        return store.skip(who, lease_id, body.client_id, body.reason, then_next=True)
 
     @router.post("/api/tasks/{task}/undo")
     def undo(task: str, body: ClientId, who: Annotator) -> dict:
@@ -256,17 +254,6 @@ def make_router(store: Store) -> APIRouter:
         raise NotFound(f"no such endpoint: /annotate/api/{rest}")
 
     return router
-
-
-def _then_next(store: Store, who: UserInfo, lease_id: int, ack: dict) -> dict:
-    """The acknowledgement plus the next assignment in the same round trip, so the next item can start
-    loading at once. The label is committed before the next item is chosen."""
-    task = store.lease_task(lease_id)
-    try:
-        nxt = store.next_item(who, task)
-    except NotAllowed as err:  # paused by this very label: the label stays stored
-        return {"ack": ack, "next": None, "notice": str(err), "progress": store.progress(who, task)}
-    return {"ack": ack, "next": nxt, "progress": store.progress(who, task)}
 
 
 def add_error_handlers(app: FastAPI) -> None:

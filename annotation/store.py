@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -325,7 +326,14 @@ class Store:
             t = self._task(s, task, lock=True)
             return self._next(s, t, user)
 
-    def _next(self, s: Session, t: Task, user: UserInfo) -> dict | None:
+    def next_and_progress(self, user: UserInfo, task: str) -> dict:
+        """``{"assignment": next_item(...), "progress": progress(...)}`` in one transaction."""
+        with self.tx() as s:
+            t = self._task(s, task, lock=True)
+            state = self._item_state(s, t.id)
+            return {"assignment": self._next(s, t, user, state), "progress": self._progress(s, t, user, state)}
+
+    def _next(self, s: Session, t: Task, user: UserInfo, state: _State | None = None) -> dict | None:
         now = _now()
         if self._paused(s, t.id, user.id):
             raise NotAllowed("you are paused on this task: your answers on check items fell below the "
@@ -337,7 +345,7 @@ class Store:
             live.expires_at = now + t.lease_s
             return self._assignment(s, t, live)
         items = {i.id: i for i in s.scalars(select(Item).where(Item.task_id == t.id))}
-        state = self._item_state(s, t.id)
+        state = state or self._item_state(s, t.id)
         mine = {item_id for (uid, item_id), row in state.current.items() if uid == user.id and row is not None}
         busy: dict[int, int] = defaultdict(int)
         for item_id, uid in s.execute(select(Lease.item_id, Lease.user_id).where(
@@ -426,22 +434,28 @@ class Store:
     def submit(self, user: UserInfo, lease_id: int, client_id: str, *, choice=None, rating: int | None = None,
                tags: list[str] | None = None, dwell_ms: int = 0, played_ms: int | None = None,
                hum_sha256: str | None = None, client_time: float | None = None,
-               app_version: str = APP_VERSION) -> dict:
+               app_version: str = APP_VERSION, then_next: bool = False) -> dict:
         """Store a label for the item of ``lease_id``. Pair: ``choice`` is the position of the chosen track
         in the order shown, or None for "none fits"; BGM fit: ``rating`` 1..5 and optional ``tags``.
-        Returns ``{"label_id", "client_id", "duplicate"}``; a retried ``client_id`` stores nothing."""
+        Returns ``{"label_id", "client_id", "duplicate"}``; a retried ``client_id`` stores nothing. With
+        ``then_next``: ``{"ack": that, "next": assignment, "progress": ...}``, all in one transaction."""
         client_id = self._client_id(client_id)
         try:
             with self.tx() as s:
-                done = self._by_client_id(s, user, client_id)
-                if done is not None:
-                    return done
                 lease = self._own_lease(s, user, lease_id)
                 t = self._locked_task(s, lease.task_id)
+                done = self._by_client_id(s, user, client_id)
+                if done is not None:
+                    return {"ack": done, **self._follow(s, t, user)} if then_next else done
                 if lease.state == "done":
                     raise Conflict("this item was already submitted; revise the label from your history instead")
                 if lease.state == "released":
                     raise Conflict("this item was skipped or given back; it is no longer yours to label")
+                latest = s.scalar(select(Label.kind).where(Label.user_id == user.id, Label.item_id == lease.item_id)
+                                  .order_by(Label.id.desc()).limit(1))
+                if latest is not None and latest != "undo":  # e.g. an old page with a lapsed lease
+                    raise Conflict("you already labelled this item (in another window?); revise it from your "
+                                   "recent labels instead")
                 if lease.expires_at <= _now():
                     self._check_room(s, t, lease)
                 value, tags = self._value(t, lease, choice, rating, tags, played_ms)
@@ -458,25 +472,31 @@ class Store:
                 lease.state = "done"
                 s.flush()
                 self._maybe_pause(s, t, user.id, s.get(Item, lease.item_id))
-                return {"label_id": label.id, "client_id": client_id, "duplicate": False}
+                ack = {"label_id": label.id, "client_id": client_id, "duplicate": False}
+                return {"ack": ack, **self._follow(s, t, user)} if then_next else ack
         except IntegrityError:  # the same client id raced in on another connection
             with self.tx() as s:
                 done = self._by_client_id(s, user, client_id)
-            if done is None:
-                raise
+                if done is None:
+                    raise
+                if then_next:
+                    t = self._locked_task(s, self._own_lease(s, user, lease_id).task_id)
+                    return {"ack": done, **self._follow(s, t, user)}
             return done
 
-    def skip(self, user: UserInfo, lease_id: int, client_id: str, reason: str) -> dict:
-        """Skip the item of ``lease_id`` with a reason; it is not offered to this user again."""
+    def skip(self, user: UserInfo, lease_id: int, client_id: str, reason: str, *, then_next: bool = False) -> dict:
+        """Skip the item of ``lease_id`` with a reason; it is not offered to this user again. Returns the
+        acknowledgement (with ``then_next``, as :meth:`submit` does, with the next assignment)."""
         client_id = self._client_id(client_id)
         reason = (reason or "").strip()
         if not reason:
             raise AnnotationError("say why you skip this item")
         with self.tx() as s:
+            lease = self._own_lease(s, user, lease_id)
+            t = self._locked_task(s, lease.task_id)
             done = self._by_client_id(s, user, client_id)
             if done is not None:
-                return done
-            lease = self._own_lease(s, user, lease_id)
+                return {"ack": done, **self._follow(s, t, user)} if then_next else done
             if lease.state != "open":
                 raise Conflict("this item was already submitted or skipped")
             label = Label(client_id=client_id, task_id=lease.task_id, item_id=lease.item_id, user_id=user.id,
@@ -485,7 +505,8 @@ class Store:
             s.add(label)
             lease.state = "released"
             s.flush()
-            return {"label_id": label.id, "client_id": client_id, "duplicate": False}
+            ack = {"label_id": label.id, "client_id": client_id, "duplicate": False}
+            return {"ack": ack, **self._follow(s, t, user)} if then_next else ack
 
     def undo(self, user: UserInfo, task: str, client_id: str) -> dict:
         """Take back the user's latest label or skip on ``task`` (an undo row) and give them that item
@@ -505,7 +526,7 @@ class Store:
             rows = [row for (uid, _), row in state.current.items() if uid == user.id and row is not None]
             if not rows:
                 raise Conflict("there is nothing of yours to undo on this task")
-            last = max(rows, key=lambda row: row.id)
+            last = s.get(Label, max(rows, key=lambda row: row.id).id)
             s.add(Label(client_id=client_id, task_id=t.id, item_id=last.item_id, user_id=user.id, kind="undo",
                         value=None, tags=[], revises=last.id, presentation={}, app_version=APP_VERSION,
                         created_at=_now()))
@@ -553,8 +574,10 @@ class Store:
         with self.read() as s:
             t = self._task(s, task)
             state = self._item_state(s, t.id)
-            rows = sorted((row for (uid, _), row in state.current.items() if uid == user.id and row is not None),
-                          key=lambda row: -row.id)[:limit]
+            ids = sorted((row.id for (uid, _), row in state.current.items() if uid == user.id and row is not None),
+                         reverse=True)[:limit]
+            full = self._full_rows(s, ids)
+            rows = [full[i] for i in ids]
             keys = dict(s.execute(select(Item.id, Item.key).where(Item.task_id == t.id)).all())
             return [{"label_id": row.id, "item_key": keys[row.item_id], "kind": row.kind,
                      "value": row.value["value"] if row.value else None, "tags": row.tags, "reason": row.reason,
@@ -566,14 +589,30 @@ class Store:
         """The user's own progress on ``task``: their labels, and how many items could still come to them."""
         with self.read() as s:
             t = self._task(s, task)
-            state = self._item_state(s, t.id)
-            mine = sum(1 for (uid, _), row in state.current.items() if uid == user.id and row is not None
-                       and row.kind == "label")
-            items = s.execute(select(Item.id, Item.is_gold).where(Item.task_id == t.id)).all()
-            open_items = sum(1 for item_id, gold in items
-                             if not gold and len(state.values[item_id]) < t.per_item
-                             and state.current.get((user.id, item_id)) is None)
-            return {"task": t.name, "labelled": mine, "open": open_items, "items": len(items)}
+            return self._progress(s, t, user, self._item_state(s, t.id))
+
+    @staticmethod
+    def _progress(s: Session, t: Task, user: UserInfo, state: _State) -> dict:
+        mine = sum(1 for (uid, _), row in state.current.items() if uid == user.id and row is not None
+                   and row.kind == "label")
+        items = s.execute(select(Item.id, Item.is_gold).where(Item.task_id == t.id)).all()
+        open_items = sum(1 for item_id, gold in items
+                         if not gold and len(state.values[item_id]) < t.per_item
+                         and state.current.get((user.id, item_id)) is None)
+        return {"task": t.name, "labelled": mine, "open": open_items, "items": len(items)}
+
+    def _follow(self, s: Session, t: Task, user: UserInfo) -> dict:
+        """The user's next assignment and progress, in the transaction that stored their label (a pause that
+        label caused comes back as a notice, and the label stays)."""
+        state = self._item_state(s, t.id)
+        try:
+            nxt, notice = self._next(s, t, user, state), None
+        except NotAllowed as err:
+            nxt, notice = None, str(err)
+        out = {"next": nxt, "progress": self._progress(s, t, user, state)}
+        if notice:
+            out["notice"] = notice
+        return out
 
     # ------------------------------------------------------------------------------------------------
     # hums
@@ -613,8 +652,9 @@ class Store:
                 rows = list(s.scalars(select(Label).where(Label.task_id == t.id).order_by(Label.id)))
             else:
                 state = self._item_state(s, t.id)
-                rows = sorted((row for row in state.current.values() if row is not None and row.kind == "label"),
-                              key=lambda row: row.id)
+                ids = sorted(row.id for row in state.current.values() if row is not None and row.kind == "label")
+                full = self._full_rows(s, ids)
+                rows = [full[i] for i in ids]
             revision = defaultdict(int)
             out = []
             for row in rows:
@@ -651,20 +691,37 @@ class Store:
     # ------------------------------------------------------------------------------------------------
     # internals
     # ------------------------------------------------------------------------------------------------
+    class _Row(NamedTuple):
+        id: int
+        item_id: int
+        kind: str  # "label" | "skip"
+        value: object  # the label's value (None for a skip or "none fits")
+
     @dataclass
     class _State:
-        current: dict  # (user_id, item_id) -> the current Label row (label or skip), None after an undo
+        current: dict  # (user_id, item_id) -> the current _Row (label or skip), None after an undo
         values: dict  # item_id -> values of current labels (not skips)
 
     def _item_state(self, s: Session, task_id: int) -> _State:
+        """Who currently holds which label on each item, from the log in one light query (no ORM rows)."""
         current: dict = {}
-        for row in s.scalars(select(Label).where(Label.task_id == task_id).order_by(Label.id)):
-            current[(row.user_id, row.item_id)] = None if row.kind == "undo" else row
+        for row_id, user_id, item_id, kind, value in s.execute(
+                select(Label.id, Label.user_id, Label.item_id, Label.kind, Label.value)
+                .where(Label.task_id == task_id).order_by(Label.id)):
+            current[(user_id, item_id)] = None if kind == "undo" else \
+                Store._Row(row_id, item_id, kind, value["value"] if value else None)
         values: dict = defaultdict(list)
         for (_, item_id), row in current.items():
             if row is not None and row.kind == "label":
-                values[item_id].append(row.value["value"])
+                values[item_id].append(row.value)
         return Store._State(current, values)
+
+    @staticmethod
+    def _full_rows(s: Session, ids: list[int]) -> dict[int, Label]:
+        rows = {}
+        for start in range(0, len(ids), 500):
+            rows.update({row.id: row for row in s.scalars(select(Label).where(Label.id.in_(ids[start:start + 500])))})
+        return rows
 
     @staticmethod
     def _revision_number(s: Session, row: Label) -> int:
@@ -687,8 +744,8 @@ class Store:
         state = self._item_state(s, t.id)
         rows = sorted((row for (uid, item_id), row in state.current.items()
                        if uid == user_id and item_id in gold and row is not None and row.kind == "label"),
-                      key=lambda row: row.created_at)
-        results = [review.gold_correct(t.kind, row.value["value"], gold[row.item_id]) for row in rows]
+                      key=lambda row: row.id)
+        results = [review.gold_correct(t.kind, row.value, gold[row.item_id]) for row in rows]
         if review.should_pause(results, threshold=t.gold_threshold):
             window = results[-10:]
             s.add(Pause(task_id=t.id, user_id=user_id, created_at=_now(),
