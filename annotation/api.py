@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field, StrictInt
 
@@ -263,6 +264,13 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _handle(_request: Request, err: AVStudioError) -> JSONResponse:
         status = getattr(err, "status", 400) if isinstance(err, AnnotationError) else 400
         return JSONResponse({"error": str(err)}, status_code=status)
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_request: Request, err: OperationalError) -> JSONResponse:
+        # SQLite's write lock waited past its busy timeout, or the database server is unreachable: nothing
+        # was stored, and a retry with the same request id is safe
+        return JSONResponse({"error": "the server is busy; nothing was stored, try again in a moment"},
+                            status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:

@@ -16,6 +16,7 @@ far), with gold items mixed in, unannounced, at the task's ``gold_rate``.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import defaultdict
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -98,6 +99,7 @@ class Store:
             if self.sqlite and engine is None else self.engine
         self._readers = sessionmaker(reader, expire_on_commit=False)
         self._rng = random.SystemRandom()
+        self._items: dict[int, list] = {}  # task id -> its items in brief (see _item_index)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
@@ -184,7 +186,7 @@ class Store:
         with self.tx() as s:
             token = s.get(Token, auth.token_hash(secret))
             now = _now()
-            if token is None or token.kind not in ("invite", "code") or token.expires_at < now:
+            if token is None or token.kind not in ("invite", "code") or token.expires_at <= now:
                 raise NotSignedIn("this sign-in link has expired or is not valid; ask for a new one")
             if token.kind == "code":
                 if token.used_at is not None:
@@ -201,7 +203,7 @@ class Store:
             raise NotSignedIn("sign in first")
         with self.read() as s:
             token = s.get(Token, auth.token_hash(secret))
-            if token is None or token.kind != "session" or token.expires_at < _now():
+            if token is None or token.kind != "session" or token.expires_at <= _now():
                 raise NotSignedIn("your session has expired; sign in again")
             user = s.get(User, token.user_id)
             if not user.active:
@@ -344,7 +346,7 @@ class Store:
         if live is not None:
             live.expires_at = now + t.lease_s
             return self._assignment(s, t, live)
-        items = {i.id: i for i in s.scalars(select(Item).where(Item.task_id == t.id))}
+        items = self._item_index(s, t)
         state = state or self._item_state(s, t.id)
         mine = {item_id for (uid, item_id), row in state.current.items() if uid == user.id and row is not None}
         busy: dict[int, int] = defaultdict(int)
@@ -352,18 +354,18 @@ class Store:
                 Lease.task_id == t.id, Lease.state == "open", Lease.expires_at > now)):
             if uid != user.id:
                 busy[item_id] += 1
-        gold = [i for i in items.values() if i.is_gold and i.id not in mine]
-        open_items = [i for i in items.values() if not i.is_gold and i.id not in mine
+        gold = [i for i in items if i.is_gold and i.id not in mine]
+        open_items = [i for i in items if not i.is_gold and i.id not in mine
                       and len(state.values[i.id]) + busy[i.id] < t.per_item]
         if gold and (not open_items or self._rng.random() < t.gold_rate):
-            item = self._rng.choice(gold)
+            chosen = self._rng.choice(gold)
         elif open_items:
-            def certainty_key(i: Item) -> tuple[float, float]:
-                n_options = len(i.payload.get("candidates", [])) + 1 if t.kind == "pair" else 5
-                return (-review.item_uncertainty(t.kind, state.values[i.id], n_options), self._rng.random())
-            item = min(open_items, key=certainty_key)
+            def certainty_key(i: Store._ItemInfo) -> tuple[float, float]:
+                return (-review.item_uncertainty(t.kind, state.values[i.id], i.n_options), self._rng.random())
+            chosen = min(open_items, key=certainty_key)
         else:
             return None
+        item = s.get(Item, chosen.id)
         lease = Lease(task_id=t.id, item_id=item.id, user_id=user.id, state="open",
                       presentation=self._presentation(t, item), created_at=now, expires_at=now + t.lease_s)
         s.add(lease)
@@ -400,8 +402,7 @@ class Store:
     def heartbeat(self, user: UserInfo, lease_id: int) -> float:
         """Keep a lease alive; returns its new expiry. A lapsed lease is renewed when no one took the slot."""
         with self.tx() as s:
-            lease = self._own_lease(s, user, lease_id)
-            t = self._locked_task(s, lease.task_id)
+            lease, t = self._own_lease_locked(s, user, lease_id)
             if lease.state != "open":
                 raise Conflict("this item was already submitted or skipped")
             if lease.expires_at <= _now():
@@ -442,8 +443,7 @@ class Store:
         client_id = self._client_id(client_id)
         try:
             with self.tx() as s:
-                lease = self._own_lease(s, user, lease_id)
-                t = self._locked_task(s, lease.task_id)
+                lease, t = self._own_lease_locked(s, user, lease_id)
                 done = self._by_client_id(s, user, client_id)
                 if done is not None:
                     return {"ack": done, **self._follow(s, t, user)} if then_next else done
@@ -492,8 +492,7 @@ class Store:
         if not reason:
             raise AnnotationError("say why you skip this item")
         with self.tx() as s:
-            lease = self._own_lease(s, user, lease_id)
-            t = self._locked_task(s, lease.task_id)
+            lease, t = self._own_lease_locked(s, user, lease_id)
             done = self._by_client_id(s, user, client_id)
             if done is not None:
                 return {"ack": done, **self._follow(s, t, user)} if then_next else done
@@ -591,14 +590,12 @@ class Store:
             t = self._task(s, task)
             return self._progress(s, t, user, self._item_state(s, t.id))
 
-    @staticmethod
-    def _progress(s: Session, t: Task, user: UserInfo, state: _State) -> dict:
+    def _progress(self, s: Session, t: Task, user: UserInfo, state: _State) -> dict:
         mine = sum(1 for (uid, _), row in state.current.items() if uid == user.id and row is not None
                    and row.kind == "label")
-        items = s.execute(select(Item.id, Item.is_gold).where(Item.task_id == t.id)).all()
-        open_items = sum(1 for item_id, gold in items
-                         if not gold and len(state.values[item_id]) < t.per_item
-                         and state.current.get((user.id, item_id)) is None)
+        items = self._item_index(s, t)
+        open_items = sum(1 for i in items if not i.is_gold and len(state.values[i.id]) < t.per_item
+                         and state.current.get((user.id, i.id)) is None)
         return {"task": t.name, "labelled": mine, "open": open_items, "items": len(items)}
 
     def _follow(self, s: Session, t: Task, user: UserInfo) -> dict:
@@ -691,6 +688,20 @@ class Store:
     # ------------------------------------------------------------------------------------------------
     # internals
     # ------------------------------------------------------------------------------------------------
+    class _ItemInfo(NamedTuple):
+        id: int
+        is_gold: bool
+        n_options: int  # Pair: candidates + none fits; BGM fit: 5 ratings
+
+    def _item_index(self, s: Session, t: Task) -> list[_ItemInfo]:
+        """The task's items in brief, read once per process: items never change after a task is made."""
+        if t.id not in self._items:
+            self._items[t.id] = [
+                Store._ItemInfo(i, gold, len(payload.get("candidates", [])) + 1 if t.kind == "pair" else 5)
+                for i, gold, payload in s.execute(select(Item.id, Item.is_gold, Item.payload)
+                                                  .where(Item.task_id == t.id).order_by(Item.id))]
+        return self._items[t.id]
+
     class _Row(NamedTuple):
         id: int
         item_id: int
@@ -705,11 +716,13 @@ class Store:
     def _item_state(self, s: Session, task_id: int) -> _State:
         """Who currently holds which label on each item, from the log in one light query (no ORM rows)."""
         current: dict = {}
-        for row_id, user_id, item_id, kind, value in s.execute(
-                select(Label.id, Label.user_id, Label.item_id, Label.kind, Label.value)
+        decoded: dict[str | None, object] = {None: None, "null": None}  # few distinct values: parse each once
+        for row_id, user_id, item_id, kind, raw in s.execute(
+                select(Label.id, Label.user_id, Label.item_id, Label.kind, cast(Label.value, Text))
                 .where(Label.task_id == task_id).order_by(Label.id)):
-            current[(user_id, item_id)] = None if kind == "undo" else \
-                Store._Row(row_id, item_id, kind, value["value"] if value else None)
+            if raw not in decoded:
+                decoded[raw] = json.loads(raw)["value"]
+            current[(user_id, item_id)] = None if kind == "undo" else Store._Row(row_id, item_id, kind, decoded[raw])
         values: dict = defaultdict(list)
         for (_, item_id), row in current.items():
             if row is not None and row.kind == "label":
@@ -742,8 +755,12 @@ class Store:
         gold = {i.id: i.gold_answer["value"] for i in s.scalars(select(Item).where(Item.task_id == t.id,
                                                                                    Item.is_gold))}
         state = self._item_state(s, t.id)
+        lifted = s.scalar(select(func.max(Pause.lifted_at)).where(Pause.task_id == t.id, Pause.user_id == user_id))
+        after = s.scalar(select(func.max(Label.id)).where(Label.task_id == t.id, Label.created_at <= lifted)) \
+            if lifted else None  # a lifted pause starts the window afresh
         rows = sorted((row for (uid, item_id), row in state.current.items()
-                       if uid == user_id and item_id in gold and row is not None and row.kind == "label"),
+                       if uid == user_id and item_id in gold and row is not None and row.kind == "label"
+                       and (after is None or row.id > after)),
                       key=lambda row: row.id)
         results = [review.gold_correct(t.kind, row.value, gold[row.item_id]) for row in rows]
         if review.should_pause(results, threshold=t.gold_threshold):
@@ -765,6 +782,14 @@ class Store:
             lease.state = "released"
             raise Conflict(f"your time on this item ran out ({t.lease_s:.0f} s without a sign of life) and it "
                            "went to another annotator; this label was not stored. Your next item is ready.")
+
+    def _own_lease_locked(self, s: Session, user: UserInfo, lease_id: int) -> tuple[Lease, Task]:
+        """The user's lease and its task, read after the task's lock is taken (so the lease's state is not
+        one that a transaction which held the lock before has since changed)."""
+        lease = self._own_lease(s, user, lease_id)
+        t = self._locked_task(s, lease.task_id)
+        s.refresh(lease)
+        return lease, t
 
     @staticmethod
     def _own_lease(s: Session, user: UserInfo, lease_id: int) -> Lease:
