@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field, StrictInt
 
@@ -40,6 +42,7 @@ from annotation.store import Store, UserInfo
 from media.errors import AVStudioError
 
 COOKIE = "avs_session"
+Id = Annotated[int, PathParam(ge=1, le=2**62)]  # lease and label ids in paths
 WEB = Path(__file__).resolve().parent / "web"
 PREFIX = "/annotate"
 
@@ -97,9 +100,19 @@ def _set_cookie(response, request: Request, token: str) -> None:
                         max_age=14 * 24 * 3600, path="/")
 
 
+def _same_origin(request: Request) -> None:
+    """Refuse a state-changing request sent by another site's page (the session cookie is SameSite=None
+    on a Space, so the browser would attach it): its Origin header must be this server's."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+        raise NotAllowed("this request came from another site")
+
+
 def make_router(store: Store) -> APIRouter:
     """The API and pages on ``store``."""
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, dependencies=[Depends(_same_origin)])
 
     def user(request: Request) -> UserInfo:
         return store.session_user(_token(request))
@@ -164,17 +177,17 @@ def make_router(store: Store) -> APIRouter:
         return store.next_and_progress(who, task)
 
     @router.post("/api/leases/{lease_id}/heartbeat")
-    def heartbeat(lease_id: int, who: Annotator) -> dict:
+    def heartbeat(lease_id: Id, who: Annotator) -> dict:
         return {"expires_at": store.heartbeat(who, lease_id)}
 
     @router.post("/api/leases/{lease_id}/submit")
-    def submit(lease_id: int, body: Submit, who: Annotator) -> dict:
+    def submit(lease_id: Id, body: Submit, who: Annotator) -> dict:
         return store.submit(who, lease_id, body.client_id, choice=body.choice, rating=body.rating, tags=body.tags,
                             dwell_ms=body.dwell_ms, played_ms=body.played_ms, hum_sha256=body.hum_sha256,
                             client_time=body.client_time, then_next=True)
 
     @router.post("/api/leases/{lease_id}/skip")
-    def skip(lease_id: int, body: Skip, who: Annotator) -> dict:
+    def skip(lease_id: Id, body: Skip, who: Annotator) -> dict:
         return store.skip(who, lease_id, body.client_id, body.reason, then_next=True)
 
     @router.post("/api/tasks/{task}/undo")
@@ -187,22 +200,32 @@ def make_router(store: Store) -> APIRouter:
         return store.my_labels(who, task)
 
     @router.post("/api/labels/{label_id}/revise")
-    def revise(label_id: int, body: Revise, who: Annotator) -> dict:
+    def revise(label_id: Id, body: Revise, who: Annotator) -> dict:
         return store.revise(who, label_id, body.client_id, choice=body.choice, rating=body.rating, tags=body.tags)
 
     @router.get("/api/labels/{label_id}")
-    def label(label_id: int, who: Annotator) -> dict:
-        return service.label_for(store, who, label_id)
+    def label(label_id: Id, who: Annotator) -> dict:
+        return store.label_of(who, label_id)
 
     @router.post("/api/hums")
     async def hum(request: Request, who: Annotator) -> dict:
         data = await service.read_limited(request.stream(), service.HUM_MAX_BYTES)
-        return service.store_hum(store, who, data)
+        return await run_in_threadpool(service.store_hum, store, who, data)  # decoding: off the event loop
 
     @router.get("/api/media/{lease_id}/{slot}")
-    def media(lease_id: int, slot: str, request: Request, t: str | None = None) -> FileResponse:
-        who = store.session_user(t or _token(request))
-        path = store.media_path(who, lease_id, slot)
+    def media(lease_id: Id, slot: str, request: Request, t: str | None = None) -> FileResponse:
+        try:  # a signed-in owner or admin, or a lease's media link (the client's <video> and <audio> use those)
+            who = store.session_user(_token(request))
+        except NotSignedIn:
+            who = None
+        if who is None and not t:
+            raise NotSignedIn("sign in first")
+        try:
+            path = store.media_path(who, lease_id, slot, token=t)
+        except NotFound:
+            if who is None:  # only a media link came, and it is not valid for this lease (or has expired)
+                raise NotSignedIn("this media link is not valid or has expired; reload the page") from None
+            raise
         if not path.is_file():
             raise NotFound("this media file is gone from the server; skip the item and tell an admin")
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -264,6 +287,12 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _handle(_request: Request, err: AVStudioError) -> JSONResponse:
         status = getattr(err, "status", 400) if isinstance(err, AnnotationError) else 400
         return JSONResponse({"error": str(err)}, status_code=status)
+
+    @app.exception_handler(IntegrityError)
+    async def _clash(_request: Request, _err: IntegrityError) -> JSONResponse:
+        # two requests made the same new thing at once (a user name, a task, a hum): the other one won
+        return JSONResponse({"error": "that clashes with something just made by another request (a name "
+                                      "already taken?); reload and try again"}, status_code=409)
 
     @app.exception_handler(OperationalError)
     async def _busy(_request: Request, err: OperationalError) -> JSONResponse:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+from pathlib import Path
 
 _N, _R, _P = 2**14, 8, 1  # scrypt cost: about 50 ms and 16 MB per check
 
@@ -37,3 +39,29 @@ def new_token() -> str:
 def token_hash(token: str) -> str:
     """What the store keeps of a token."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def server_secret(data: Path) -> bytes:
+    """The key that signs media links: ``AVSTUDIO_SECRET``, else ``<data>/secret.key`` (made once, 0600)."""
+    if os.environ.get("AVSTUDIO_SECRET"):
+        return os.environ["AVSTUDIO_SECRET"].encode()
+    path = Path(data) / "secret.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.part")
+        tmp.write_bytes(secrets.token_bytes(32))
+        tmp.chmod(0o600)
+        if not path.exists():
+            tmp.replace(path)
+        else:
+            tmp.unlink()
+    return path.read_bytes()
+
+
+def sign(key: bytes, message: str) -> str:
+    """A URL-safe HMAC-SHA256 of ``message``."""
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def signature_ok(key: bytes, message: str, signature: str) -> bool:
+    return hmac.compare_digest(sign(key, message), signature)

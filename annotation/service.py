@@ -43,18 +43,6 @@ def store_hum(store: Store, who: UserInfo, data: bytes) -> dict:
     return store.add_hum(who, data, check)
 
 
-def label_for(store: Store, who: UserInfo, label_id: int) -> dict:
-    """One label row, for its author or an admin only (anyone else gets "not found", not "forbidden", so
-    label ids reveal nothing)."""
-    for task in store.tasks():
-        for row in store.labels(task["name"], history=True):
-            if row["label_id"] == label_id:
-                if row["annotator"] != who.name and not who.is_admin:
-                    break
-                return row
-    raise NotFound("no such label of yours")
-
-
 def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, dict]]:
     """label_id -> (flag, scores) for Pair labels that carry a hum and chose a track: flagged when the hum
     matches the chosen track worst of the tracks shown (:func:`annotation.checks.hum_disagrees`)."""

@@ -60,6 +60,7 @@ BGM_TAGS = ("mood", "tempo", "too busy", "too loud", "genre")
 SESSION_S = 14 * 24 * 3600
 INVITE_S = 7 * 24 * 3600
 CODE_S = 120
+MEDIA_S = 6 * 3600  # a lease's media links work this long
 REVISE_S = 24 * 3600  # an annotator may revise their own labels for a day
 APP_VERSION = "0.1.0"
 
@@ -100,6 +101,7 @@ class Store:
         self._readers = sessionmaker(reader, expire_on_commit=False)
         self._rng = random.SystemRandom()
         self._items: dict[int, list] = {}  # task id -> its items in brief (see _item_index)
+        self._secret = auth.server_secret(self.data)  # signs the media links of leases
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
@@ -167,10 +169,10 @@ class Store:
         return self._new_token(name, "code", CODE_S)
 
     def user_by_hf(self, hf_username: str) -> UserInfo | None:
-        """The active user whose Hugging Face name this is (or whose user name is), if any."""
+        """The active user an admin linked to this Hugging Face name (``add_user(..., hf_username=)``), if any.
+        Only that link counts: a Hugging Face account named like a local user is not that user."""
         with self.read() as s:
             user = s.scalar(select(User).where(User.hf_username == hf_username, User.active))
-            user = user or s.scalar(select(User).where(User.name == hf_username, User.active))
             return UserInfo(user.id, user.name, user.role) if user else None
 
     def login_password(self, name: str, password: str) -> str:
@@ -337,9 +339,7 @@ class Store:
 
     def _next(self, s: Session, t: Task, user: UserInfo, state: _State | None = None) -> dict | None:
         now = _now()
-        if self._paused(s, t.id, user.id):
-            raise NotAllowed("you are paused on this task: your answers on check items fell below the "
-                             "required accuracy; an admin can lift the pause")
+        self._refuse_paused(s, t, user)
         live = s.scalar(select(Lease).where(Lease.task_id == t.id, Lease.user_id == user.id,
                                             Lease.state == "open", Lease.expires_at > now)
                         .order_by(Lease.id.desc()))
@@ -357,7 +357,9 @@ class Store:
         gold = [i for i in items if i.is_gold and i.id not in mine]
         open_items = [i for i in items if not i.is_gold and i.id not in mine
                       and len(state.values[i.id]) + busy[i.id] < t.per_item]
-        if gold and (not open_items or self._rng.random() < t.gold_rate):
+        # gold comes mixed in, never back to back once the rest is done (that would announce it), except in
+        # a task of gold items only (a qualification round)
+        if gold and ((open_items and self._rng.random() < t.gold_rate) or not any(not i.is_gold for i in items)):
             chosen = self._rng.choice(gold)
         elif open_items:
             def certainty_key(i: Store._ItemInfo) -> tuple[float, float]:
@@ -387,9 +389,16 @@ class Store:
             media = {"video": "video", "candidates": [f"c{k}" for k in range(len(lease.presentation["order"]))]}
         else:
             media = {"mix": "mix", "speech": "speech", "bgm": "bgm"}
-        return {"lease_id": lease.id, "task": t.name, "kind": t.kind, "item_key": item.key,
+        return {"lease_id": lease.id, "media_token": self.media_token(lease.id, lease.user_id),
+                "task": t.name, "kind": t.kind, "item_key": item.key,
                 "expires_at": lease.expires_at, "lease_s": t.lease_s, "min_play_s": t.min_play_s,
                 "media": media, "tags": list(BGM_TAGS) if t.kind == "bgm" else []}
+
+    def _token_ok(self, token: str, lease: Lease) -> bool:
+        expires, _, signature = token.partition(".")
+        if not expires.isdigit() or int(expires) < _now():
+            return False
+        return auth.signature_ok(self._secret, f"{lease.id}.{lease.user_id}.{expires}", signature)
 
     def lease_task(self, lease_id: int) -> str:
         """The name of the task a lease belongs to."""
@@ -410,11 +419,19 @@ class Store:
             lease.expires_at = _now() + t.lease_s
             return lease.expires_at
 
-    def media_path(self, user: UserInfo, lease_id: int, slot: str) -> Path:
-        """The file behind one media slot of a lease (its owner's, or any for an admin)."""
+    def media_token(self, lease_id: int, user_id: int, ttl_s: float = MEDIA_S) -> str:
+        """A link secret for one lease's media, valid ``ttl_s`` (signed; nothing stored)."""
+        expires = int(_now() + ttl_s)
+        return f"{expires}.{auth.sign(self._secret, f'{lease_id}.{user_id}.{expires}')}"
+
+    def media_path(self, user: UserInfo | None, lease_id: int, slot: str, token: str | None = None) -> Path:
+        """The file behind one media slot of a lease: for its owner, an admin, or a valid media token."""
         with self.read() as s:
             lease = s.get(Lease, lease_id)
-            if lease is None or (lease.user_id != user.id and not user.is_admin):
+            allowed = lease is not None and (
+                (user is not None and (lease.user_id == user.id or user.is_admin))
+                or (token is not None and self._token_ok(token, lease)))
+            if not allowed:
                 raise NotFound("no such item for you")
             t = s.get(Task, lease.task_id)
             item = s.get(Item, lease.item_id)
@@ -447,6 +464,7 @@ class Store:
                 done = self._by_client_id(s, user, client_id)
                 if done is not None:
                     return {"ack": done, **self._follow(s, t, user)} if then_next else done
+                self._refuse_paused(s, t, user)
                 if lease.state == "done":
                     raise Conflict("this item was already submitted; revise the label from your history instead")
                 if lease.state == "released":
@@ -521,6 +539,7 @@ class Store:
                                                     Lease.state == "open").order_by(Lease.id.desc()))
                 return {"undone": earlier.revises, "duplicate": True,
                         "assignment": self._assignment(s, t, live) if live else self._next(s, t, user)}
+            self._refuse_paused(s, t, user)
             state = self._item_state(s, t.id)
             rows = [row for (uid, _), row in state.current.items() if uid == user.id and row is not None]
             if not rows:
@@ -532,6 +551,13 @@ class Store:
             s.execute(update(Lease).where(Lease.task_id == t.id, Lease.user_id == user.id, Lease.state == "open")
                       .values(state="released"))  # the item they were on goes back to the pool
             now = _now()
+            if last.kind == "skip" and not s.get(Item, last.item_id).is_gold:
+                # a skip held no slot: others may have filled the item since; then it does not come back
+                others = len(s.scalars(select(Lease.id).where(Lease.item_id == last.item_id, Lease.state == "open",
+                                                              Lease.expires_at > now)).all())
+                if len(state.values[last.item_id]) + others >= t.per_item:
+                    return {"undone": last.id, "duplicate": False, "assignment": self._next(s, t, user),
+                            "notice": "the skip is undone, but others have labelled that item since"}
             lease = Lease(task_id=t.id, item_id=last.item_id, user_id=user.id, state="open",
                           presentation=dict(last.presentation), created_at=now, expires_at=now + t.lease_s)
             lease.presentation.pop("played_ms", None)
@@ -552,6 +578,7 @@ class Store:
             if old is None or old.user_id != user.id:
                 raise NotFound("no such label of yours")
             t = self._locked_task(s, old.task_id)
+            self._refuse_paused(s, t, user)
             current = self._item_state(s, t.id).current.get((user.id, old.item_id))
             if current is None or current.id != old.id or old.kind != "label":
                 raise Conflict("this label was revised or undone since; revise the newest one")
@@ -583,6 +610,18 @@ class Store:
                      "order": row.presentation.get("order"), "created_at": row.created_at,
                      "revisable": row.kind == "label" and _now() - row.created_at <= REVISE_S}
                     for row in rows]
+
+    def label_of(self, user: UserInfo, label_id: int) -> dict:
+        """One of the user's own label rows (any, for an admin), as :meth:`my_labels` shows it; anyone else's
+        is "not found" (so label ids reveal nothing), and no gold flag or answer is shown."""
+        with self.read() as s:
+            row = s.get(Label, label_id)
+            if row is None or (row.user_id != user.id and not user.is_admin):
+                raise NotFound("no such label of yours")
+            key = s.scalar(select(Item.key).where(Item.id == row.item_id))
+            return {"label_id": row.id, "item_key": key, "kind": row.kind,
+                    "value": row.value["value"] if row.value else None, "tags": row.tags, "reason": row.reason,
+                    "order": row.presentation.get("order"), "created_at": row.created_at, "revises": row.revises}
 
     def progress(self, user: UserInfo, task: str) -> dict:
         """The user's own progress on ``task``: their labels, and how many items could still come to them."""
@@ -743,6 +782,11 @@ class Store:
             cursor = s.get(Label, cursor.revises)
             n += 1
         return n
+
+    def _refuse_paused(self, s: Session, t: Task, user: UserInfo) -> None:
+        if self._paused(s, t.id, user.id):
+            raise NotAllowed("you are paused on this task: your answers on check items fell below the "
+                             "required accuracy; an admin can lift the pause")
 
     @staticmethod
     def _paused(s: Session, task_id: int, user_id: int) -> bool:

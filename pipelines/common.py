@@ -69,7 +69,7 @@ class Settings:
 
 # read by the annotation suite (annotation.db, annotation.backup), the tests and the benchmarks
 OTHER_VARIABLES = {"AVSTUDIO_MEDIA", "AVSTUDIO_REQUIRE_MEDIA", "AVSTUDIO_DATA", "AVSTUDIO_DB_URL",
-                   "AVSTUDIO_BACKUP_REPO", "AVSTUDIO_BACKUP_MINUTES", "AVSTUDIO_TEST_PG_URL",
+                   "AVSTUDIO_BACKUP_REPO", "AVSTUDIO_BACKUP_MINUTES", "AVSTUDIO_SECRET", "AVSTUDIO_TEST_PG_URL",
                    "AVSTUDIO_REQUIRE_PG", "AVSTUDIO_PG_BIN", "AVSTUDIO_REQUIRE_BROWSER", "AVSTUDIO_CHROMIUM",
                    "AVSTUDIO_CHROMEDRIVER"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -144,7 +144,8 @@ def test_an_admin_can_export(api):
 def test_another_users_label_is_not_found(api):
     lease = next_item(api, "alice")
     label = submit(api, "alice", lease["lease_id"], choice=0).json()["ack"]["label_id"]
-    assert api.client.get(f"{API}/labels/{label}", headers=api.auth("alice")).json()["annotator"] == "alice"
+    own = api.client.get(f"{API}/labels/{label}", headers=api.auth("alice")).json()
+    assert own["label_id"] == label and "gold_answer" not in own and "is_gold" not in own
     assert api.client.get(f"{API}/labels/{label}", headers=api.auth("root")).status_code == 200
     theirs = assert_error(api.client.get(f"{API}/labels/{label}", headers=api.auth("bob")), 404)
     missing = assert_error(api.client.get(f"{API}/labels/{label + 1000}", headers=api.auth("bob")), 404)
@@ -155,14 +156,18 @@ def test_another_users_label_is_not_found(api):
 
 
 def test_another_users_media_and_lease_are_not_found(api):
-    lease = next_item(api, "alice")["lease_id"]
+    assignment = next_item(api, "alice")
+    lease = assignment["lease_id"]
     own = api.client.get(f"{API}/media/{lease}/video", headers=api.auth("alice"))
     assert own.status_code == 200 and own.content.endswith(b"bytes")
-    assert api.client.get(f"{API}/media/{lease}/c1", params={"t": api.tokens["alice"]}).status_code == 200
+    # the <video>/<audio> elements use the lease's signed media link, never the session token
+    assert api.client.get(f"{API}/media/{lease}/c1", params={"t": assignment["media_token"]}).status_code == 200
+    assert_error(api.client.get(f"{API}/media/{lease}/c1", params={"t": api.tokens["alice"]}), 401)
+    assert_error(api.client.get(f"{API}/media/{lease + 1}/c1", params={"t": assignment["media_token"]}), 401)
     assert api.client.get(f"{API}/media/{lease}/video", headers=api.auth("root")).status_code == 200
     for slot in ("video", "c0", "c1"):
         assert_error(api.client.get(f"{API}/media/{lease}/{slot}", headers=api.auth("bob")), 404)
-        assert_error(api.client.get(f"{API}/media/{lease}/{slot}", params={"t": api.tokens["bob"]}), 404)
+        assert_error(api.client.get(f"{API}/media/{lease}/{slot}", params={"t": api.tokens["bob"]}), 401)
     assert_error(api.client.get(f"{API}/media/{lease}/c9", headers=api.auth("alice")), 404)
     sneaky = api.client.get(f"{API}/media/{lease}/..%2F..%2Fapi.db", headers=api.auth("alice"))
     assert sneaky.status_code == 404 and b"SQLite" not in sneaky.content

@@ -26,7 +26,7 @@ class Profile:  # what gr.OAuthProfile carries that the tabs read
 def store(tmp_path, monkeypatch) -> Store:
     opened = Store(f"sqlite:///{tmp_path / 'tabs.db'}", data=tmp_path)
     monkeypatch.setattr(service, "store", lambda: opened)
-    opened.add_user("boss", role="admin", password="boss-password")
+    opened.add_user("boss", role="admin", password="boss-password", hf_username="boss-hf")
     opened.add_user("ann", password="ann-password", hf_username="ann-hf")
     items = [{"key": "k", "payload": {"video": "v.mp4", "candidates": ["a.flac", "b.flac"]}}]
     opened.create_task("pairs", "pair", items, media_root=tmp_path)
@@ -67,4 +67,5 @@ def test_hugging_face_sign_in_bridge(store):
     assert store.session_user(store.login_token(code)).name == "ann"
     with pytest.raises(Exception, match="already used"):
         store.login_token(code)
-    assert admin_tab.visitor(page_request(None), Profile("boss")).is_admin
+    assert admin_tab.visitor(page_request(None), Profile("boss-hf")).is_admin
+    assert admin_tab.visitor(page_request(None), Profile("boss")) is None  # a Hugging Face "boss" is not ours

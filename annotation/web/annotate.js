@@ -199,10 +199,10 @@
 
   const enc = encodeURIComponent;
 
-  function mediaUrl(leaseId, slot) {
-    const url = `api/media/${leaseId}/${enc(slot)}`;
-    // inside an iframe (a Hugging Face Space) third-party cookies may be blocked: the token goes along
-    return S.token && window.top !== window.self ? `${url}?t=${enc(S.token)}` : url;
+  function mediaUrl(a, slot) {
+    // a short-lived token for this lease's media alone (never the session token, which would end up in
+    // logs and history); it also works inside an iframe whose third-party cookies are blocked
+    return `api/media/${a.lease_id}/${enc(slot)}?t=${enc(a.media_token)}`;
   }
 
   // ---------------------------------------------------------------------------------------- feedback
@@ -517,8 +517,8 @@
   function loadPair(a) {
     const v = $("video");
     if (!v.paused) v.pause();
-    v.src = mediaUrl(a.lease_id, a.media.video);
-    S.audios = a.media.candidates.map((slot, i) => newAudio(`track-${i}`, mediaUrl(a.lease_id, slot)));
+    v.src = mediaUrl(a, a.media.video);
+    S.audios = a.media.candidates.map((slot, i) => newAudio(`track-${i}`, mediaUrl(a, slot)));
     S.media = [v, ...S.audios];
   }
 
@@ -612,7 +612,7 @@
       v.load();
     }
     S.audios = SLOTS.map((slot) => {
-      const el = newAudio(`slot-${slot}`, mediaUrl(a.lease_id, a.media[slot]));
+      const el = newAudio(`slot-${slot}`, mediaUrl(a, a.media[slot]));
       el.loop = true;
       return el;
     });
