@@ -131,25 +131,23 @@ def export(task: str):
 
 
 def create(name: str, kind: str, media_root: str, source: str, per_item: float, gold_rate: float, gold: str):
-    from annotation.cli import main as cli_main
+    from annotation.importer import create_task
 
-    argv = ["create", name, "--kind", kind, "--media-root", media_root, "--per-item", str(int(per_item)),
-            "--gold-rate", str(gold_rate), "--json"]
-    if source.endswith((".csv", ".jsonl")):
-        argv += ["--manifest", source]
-    elif source:
-        argv += ["--videos" if kind == "pair" else "--speech", source]
-    if gold:
-        argv += ["--gold", gold]
-    from contextlib import redirect_stderr, redirect_stdout
-    from io import StringIO
+    source = source.strip()
+    options = {"manifest": source} if source.endswith((".csv", ".jsonl")) else \
+        {("videos" if kind == "pair" else "speech"): source} if source else {}
+    out = create_task(service.store(), name.strip(), kind, media_root=media_root.strip() or None,
+                      per_item=int(per_item), gold_rate=float(gold_rate), gold=gold.strip() or None, **options)
+    meta = out["task"]
+    lines = [f"Task {meta['name']}: {meta['n_items']} items ({out['gold']} gold), {len(out['refused'])} refused."]
+    lines += [f"refused {r['path']}: {r['reason']}" for r in out["refused"]]
+    return "\n".join(lines)
 
-    out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = cli_main(argv)
-    if status != 0:
-        raise AnnotationError(err.getvalue().strip().removeprefix("error: "))
-    return out.getvalue()
+
+def users_on_load(request: gr.Request, profile: gr.OAuthProfile | None):
+    """The user table for an admin's page; nothing (and no error) for anyone else."""
+    who = visitor(request, profile)
+    return users_view() if who is not None and who.is_admin else []
 
 
 def build():
@@ -201,6 +199,6 @@ def build():
     create_button.click(_guard(create), [new_name, kind, root, source, per_item, gold_rate, gold], create_log)
 
     def on_load(demo: gr.Blocks, tab) -> None:
-        demo.load(show, None, [tab, task]).then(_guard(users_view), None, users)
+        demo.load(show, None, [tab, task]).then(users_on_load, None, users)
 
     return on_load

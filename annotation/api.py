@@ -32,9 +32,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError, OperationalError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from annotation import service
 from annotation.errors import AnnotationError, NotAllowed, NotFound, NotSignedIn

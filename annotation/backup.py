@@ -33,13 +33,12 @@ TABLES = ("users", "tokens", "tasks", "items", "hums", "leases", "labels", "paus
 log = logging.getLogger(__name__)
 
 
-def _rows(store: Store, table: str, where=None) -> list[dict]:
+def _rows(session, table: str, where=None) -> list[dict]:
     t = Base.metadata.tables[table]
     query = select(t).order_by(*t.primary_key.columns)
     if where is not None:
         query = query.where(where)
-    with store.engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+    return [dict(row._mapping) for row in session.execute(query)]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -54,24 +53,25 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def dump(store: Store, folder: str | Path) -> dict[str, int]:
-    """Write the whole store under ``folder``; returns the row count of each table."""
+    """Write the whole store under ``folder``, every table from one snapshot (a read transaction, which on
+    SQLite does not hold back writers), so that the dump's rows always refer to each other; returns the row
+    count of each table."""
     folder = Path(folder)
     counts = {}
-    for table in TABLES:
-        if table == "labels":
-            with store.engine.connect() as conn:
-                top = conn.scalar(select(func.max(Label.id))) or 0
-            for start in range(0, top + 1, CHUNK):
-                rows = _rows(store, "labels", (Label.id >= start) & (Label.id < start + CHUNK))
-                _write_jsonl(folder / "labels" / f"labels-{start:08d}.jsonl", rows)
-            counts[table] = top
-            continue
-        rows = _rows(store, table)
-        _write_jsonl(folder / f"{table}.jsonl", rows)
-        counts[table] = len(rows)
+    with store.read() as session:
+        tables = {table: None if table == "labels" else _rows(session, table) for table in TABLES}
+        top = session.scalar(select(func.max(Label.id))) or 0
+        for start in range(0, top + 1, CHUNK):
+            rows = _rows(session, "labels", (Label.id >= start) & (Label.id < start + CHUNK))
+            _write_jsonl(folder / "labels" / f"labels-{start:08d}.jsonl", rows)
+    for table, rows in tables.items():
+        if rows is not None:
+            _write_jsonl(folder / f"{table}.jsonl", rows)
+            counts[table] = len(rows)
+    counts["labels"] = top
     hums = folder / "hums"
     hums.mkdir(parents=True, exist_ok=True)
-    for hum in _rows(store, "hums"):
+    for hum in tables["hums"]:
         name = f"{hum['sha256']}.{hum['ext']}"
         source = store.data / "hums" / name
         if source.exists() and not (hums / name).exists():
@@ -113,6 +113,23 @@ def restore(store: Store, folder: str | Path) -> dict[str, int]:
     return counts
 
 
+def rebuild_mixes(store: Store) -> int:
+    """Make again the BGM-fit mixes that are missing (they are derived from the media and not backed up);
+    returns how many items were mixed."""
+    from annotation.importer import prepare_mixes
+
+    made = 0
+    for task in store.tasks():
+        if task["kind"] != "bgm":
+            continue
+        missing = [{"key": i["item_key"], "payload": dict(i["payload"])} for i in store.items(task["name"])
+                   if not all((store.data / rel).is_file() for rel in i["payload"].get("prepared", {}).values())]
+        if missing:
+            prepare_mixes(task["name"], missing, Path(task["media_root"]), store.data)
+            made += len(missing)
+    return made
+
+
 def settings() -> tuple[str, str, float] | None:
     """(repo, token, minutes), or None when backup is off."""
     repo, token = os.environ.get("AVSTUDIO_BACKUP_REPO"), os.environ.get("HF_TOKEN")
@@ -129,22 +146,40 @@ def settings() -> tuple[str, str, float] | None:
 
 def start(store: Store):
     """Restore an empty store from the backup repo, then push a backup every few minutes. Returns the
-    scheduler, or None when backup is off (no ``AVSTUDIO_BACKUP_REPO`` or no ``HF_TOKEN``)."""
+    scheduler, or None when backup is off (no ``AVSTUDIO_BACKUP_REPO`` or no ``HF_TOKEN``).
+
+    Refuses (AnnotationError) a public repo (the backup holds password hashes and voice recordings), and a
+    repo holding a backup that could not be restored: pushing then would overwrite it with an empty store.
+    """
     config = settings()
     if config is None:
         return None
     repo, token, minutes = config
-    from huggingface_hub import CommitScheduler, snapshot_download
+    from huggingface_hub import CommitScheduler, HfApi, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError
 
+    try:
+        info = HfApi(token=token).repo_info(repo, repo_type="dataset")
+    except RepositoryNotFoundError:
+        info = None  # CommitScheduler creates it, private
+    except Exception as err:  # noqa: BLE001 - offline, bad token: one line, and no backup over the unknown
+        raise AnnotationError(f"cannot reach the backup repo {repo}: {err.__class__.__name__}") from None
+    if info is not None and not info.private:
+        raise AnnotationError(f"the backup repo {repo} is public; make it private (it holds password hashes "
+                              "and recordings)")
     folder = store.data / "backup"
-    if is_empty(store):
+    if info is not None and is_empty(store):
         with tempfile.TemporaryDirectory() as tmp:
-            try:
-                snapshot_download(repo, repo_type="dataset", local_dir=tmp, token=token)
-                counts = restore(store, tmp)
+            snapshot_download(repo, repo_type="dataset", local_dir=tmp, token=token)
+            if any(Path(tmp).rglob("*.jsonl")):
+                try:
+                    counts = restore(store, tmp)
+                except Exception as err:  # noqa: BLE001 - any failure: stop rather than overwrite
+                    raise AnnotationError(f"the backup in {repo} could not be restored ({err.__class__.__name__}"
+                                          f": {str(err).splitlines()[0][:200]}); not starting, so as not to "
+                                          "overwrite it") from None
                 log.warning("label store restored from %s: %s", repo, counts)
-            except Exception as err:  # noqa: BLE001 - a new repo has nothing to restore; say so and go on
-                log.warning("nothing restored from %s (%s)", repo, err.__class__.__name__)
+    rebuild_mixes(store)
 
     class _Scheduler(CommitScheduler):
         def push_to_hub(self):

@@ -5,7 +5,7 @@ errors go to stderr, one line each, with exit status 2.
         --track-filter WORDS --candidates 4 | --manifest FILE.csv|.jsonl | --hub USER/DATASET]
         [--gold FILE] [--per-item 3] [--gold-rate 0.1] [--instructions TEXT | @FILE]
     python -m annotation create NAME --kind bgm --media-root DIR [--speech GLOB --music GLOB --per-speech 2]
-    python -m annotation users [list | add NAME [--admin] [--password-stdin] [--hf HF_NAME] [--invite URL]
+    python -m annotation users [list | add NAME [--admin] [--password-stdin] [--hf HF_NAME] [--base-url URL]
         | remove NAME | invite NAME --base-url URL | lift-pause TASK NAME]
     python -m annotation export TASK --out DIR [--push-to-hub REPO]
     python -m annotation stats TASK
@@ -27,11 +27,10 @@ from annotation.errors import AnnotationError
 from media.errors import AVStudioError
 
 
-def _instructions(text: str | None, kind: str) -> str:
-    from annotation.tasks import DEFAULT_INSTRUCTIONS
-
+def _instructions(text: str | None) -> str:
+    """The instructions given, read from a file for ``@FILE``; empty means the built-in ones."""
     if not text:
-        return DEFAULT_INSTRUCTIONS[kind]
+        return ""
     if text.startswith("@"):
         try:
             return Path(text[1:]).read_text(encoding="utf-8")
@@ -41,30 +40,20 @@ def _instructions(text: str | None, kind: str) -> str:
 
 
 def _create(args, store) -> dict:
-    from annotation.importer import build_items, from_hub, prepare_mixes
+    from annotation.importer import create_task
 
-    root, manifest = args.media_root, args.manifest
-    if args.hub:
-        root, manifest = from_hub(args.hub, store.data)
-    if root is None:
-        raise AnnotationError("give --media-root (or set AVSTUDIO_MEDIA)")
-    result = build_items(args.kind, root, videos=args.videos, tracks=args.tracks, track_filter=args.track_filter,
-                         candidates=args.candidates, speech=args.speech, music=args.music,
-                         per_speech=args.per_speech, manifest=manifest, gold=args.gold,
-                         max_seconds=args.max_seconds, seed=args.seed)
-    if args.kind == "bgm":
-        result.refusals += prepare_mixes(args.name, result.items, result.media_root, store.data, args.max_seconds)
-    meta = store.create_task(args.name, args.kind, result.items, media_root=result.media_root,
-                             instructions=_instructions(args.instructions, args.kind), per_item=args.per_item,
-                             gold_rate=args.gold_rate, gold_threshold=args.gold_threshold, lease_s=args.lease_s,
-                             min_play_s=args.min_play_s if args.kind == "bgm" else 0.0,
-                             source=args.hub or str(manifest or root))
-    refused = [{"path": r.path, "reason": r.reason} for r in result.refusals]
-    n_gold = sum(1 for item in result.items if "gold" in item)
-    print(f"task {meta['name']}: {meta['n_items']} items ({n_gold} gold), {len(refused)} refused")
-    for r in refused:
+    out = create_task(store, args.name, args.kind, media_root=args.media_root, hub=args.hub,
+                      manifest=args.manifest, instructions=_instructions(args.instructions), per_item=args.per_item,
+                      gold_rate=args.gold_rate, gold_threshold=args.gold_threshold, lease_s=args.lease_s,
+                      min_play_s=args.min_play_s, max_seconds=args.max_seconds, videos=args.videos,
+                      tracks=args.tracks, track_filter=args.track_filter, candidates=args.candidates,
+                      speech=args.speech, music=args.music, per_speech=args.per_speech, gold=args.gold,
+                      seed=args.seed)
+    meta = out["task"]
+    print(f"task {meta['name']}: {meta['n_items']} items ({out['gold']} gold), {len(out['refused'])} refused")
+    for r in out["refused"]:
         print(f"  refused {r['path']}: {r['reason']}")
-    return {"task": meta, "gold": n_gold, "refused": refused}
+    return out
 
 
 def _users(args, store) -> dict:
@@ -135,8 +124,10 @@ def _stats(args, store) -> dict:
 def _serve(args, store) -> dict:
     import uvicorn
 
+    from annotation import backup
     from annotation.api import create_app
 
+    store.backup = backup.start(store)  # with AVSTUDIO_BACKUP_REPO and HF_TOKEN set; off otherwise
     uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="warning")
     return {}
 

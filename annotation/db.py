@@ -198,7 +198,8 @@ def make_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
         def _on_connect(dbapi_connection, _record):
             dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
             cursor = dbapi_connection.cursor()
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON"):
+            pragmas = ["journal_mode=WAL", "synchronous=FULL", "busy_timeout=30000", "foreign_keys=ON"]
+            for pragma in pragmas + (["query_only=ON"] if read_only else []):
                 cursor.execute(f"PRAGMA {pragma}")
             cursor.close()
 

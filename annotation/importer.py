@@ -23,6 +23,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,16 @@ def _gold(kind: str, raw, candidates: list[str] | None = None):
     if not 1 <= rating <= 5:
         raise AnnotationError(f"gold rating {rating} is not 1 to 5")
     return rating
+
+
+def _valid_key(raw) -> str | None:
+    """A manifest's item key (letters, digits, ``_ . - + =``, 1 to 200), or None when it gives none."""
+    if raw is None or str(raw).strip() == "":
+        return None
+    key = str(raw).strip()
+    if not re.fullmatch(r"[\w.+=-]{1,200}", key) or key.startswith("."):
+        raise AnnotationError(f"item key {key[:40]!r} may hold only letters, digits and _ . - + =")
+    return key
 
 
 def _key(*parts: str) -> str:
@@ -197,7 +208,16 @@ def build_items(kind: str, media_root: str | Path, *, videos: str = "video/*", t
     return ImportResult(items, check.refusals, root)
 
 
-def _manifest_item(kind: str, row: dict, check: _Checker, n: int) -> dict | None:
+def _manifest_item(kind: str, row, check: _Checker, n: int) -> dict | None:
+    if not isinstance(row, dict):
+        raise AnnotationError("a row must be an object with named fields")
+    try:
+        return _manifest_fields(kind, row, check)
+    except (ValueError, TypeError, AttributeError, OverflowError) as err:  # a field of the wrong type
+        raise AnnotationError(f"a field has the wrong type or value ({err.__class__.__name__})") from None
+
+
+def _manifest_fields(kind: str, row: dict, check: _Checker) -> dict | None:
     if kind == "pair":
         video = str(row.get("video") or "").strip()
         if not video:
@@ -208,7 +228,7 @@ def _manifest_item(kind: str, row: dict, check: _Checker, n: int) -> dict | None
             return None
         if len(cands) < 2:
             raise AnnotationError("fewer than 2 usable candidate tracks")
-        item = {"key": str(row.get("key") or _key(video_ok)), "payload": {"video": video_ok, "candidates": cands}}
+        item = {"key": _valid_key(row.get("key")) or _key(video_ok), "payload": {"video": video_ok, "candidates": cands}}
         answer = _gold(kind, row.get("gold"), cands)
     else:
         s, m = str(row.get("speech") or "").strip(), str(row.get("bgm") or "").strip()
@@ -217,7 +237,7 @@ def _manifest_item(kind: str, row: dict, check: _Checker, n: int) -> dict | None
         s_ok, m_ok = check(s, "audio"), check(m, "audio")
         if not s_ok or not m_ok:
             return None
-        item = {"key": str(row.get("key") or _key(s_ok, m_ok)), "payload": {"speech": s_ok, "bgm": m_ok}}
+        item = {"key": _valid_key(row.get("key")) or _key(s_ok, m_ok), "payload": {"speech": s_ok, "bgm": m_ok}}
         answer = _gold(kind, row.get("gold"))
     if answer != "absent":
         item["gold"] = answer
@@ -253,8 +273,10 @@ def prepare_mixes(task: str, items: list[dict], media_root: Path, data: Path,
     for item in tqdm(items, desc="mixing", unit="item"):
         payload = item["payload"]
         try:
-            out = mix_files(media_root / payload["speech"], media_root / payload["bgm"],
-                            folder / f"{item['key']}.wav", max_seconds=max_seconds)
+            # files named by a hash of the key: a key from a manifest never becomes a path
+            name = hashlib.sha1(item["key"].encode()).hexdigest()[:20]
+            out = mix_files(media_root / payload["speech"], media_root / payload["bgm"], folder / f"{name}.wav",
+                            max_seconds=max_seconds)
         except AVStudioError as err:  # e.g. a silent track: its loudness cannot be matched
             refusals.append(ImportRefusal(item["key"], str(err)))
             continue
@@ -278,3 +300,32 @@ def from_hub(repo_id: str, data: Path) -> tuple[Path, Path | None]:
         if (folder / name).is_file():
             return folder, folder / name
     return folder, None
+
+
+def create_task(store, name: str, kind: str, *, media_root: str | Path | None = None, hub: str | None = None,
+                manifest: str | Path | None = None, instructions: str = "", per_item: int = 3,
+                gold_rate: float = 0.1, gold_threshold: float = 0.6, lease_s: float = 120.0,
+                min_play_s: float = 8.0, max_seconds: float = 600.0, **sources) -> dict:
+    """Import a task into ``store``: build and check its items (:func:`build_items`, ``sources`` are its
+    folder options and ``gold``), prepare the BGM-fit mixes, and create it. Returns
+    ``{"task": meta, "gold": n, "refused": [{"path", "reason"}, ...]}``."""
+    from annotation.tasks import DEFAULT_INSTRUCTIONS
+
+    if any(t["name"] == name for t in store.tasks()):  # before any mixing: nothing of a task in use is rewritten
+        raise AnnotationError(f"a task named {name!r} exists already")
+    if not re.fullmatch(r"[\w.-]{1,100}", name or ""):
+        raise AnnotationError("a task name may hold only letters, digits and _ . - (1 to 100)")
+    root = media_root
+    if hub:
+        root, manifest = from_hub(hub, store.data)
+    if root is None:
+        raise AnnotationError("give a media root (or set AVSTUDIO_MEDIA)")
+    result = build_items(kind, root, manifest=manifest, max_seconds=max_seconds, **sources)
+    if kind == "bgm":
+        result.refusals += prepare_mixes(name, result.items, result.media_root, store.data, max_seconds)
+    meta = store.create_task(name, kind, result.items, media_root=result.media_root,
+                             instructions=instructions or DEFAULT_INSTRUCTIONS[kind], per_item=per_item,
+                             gold_rate=gold_rate, gold_threshold=gold_threshold, lease_s=lease_s,
+                             min_play_s=min_play_s if kind == "bgm" else 0.0, source=hub or str(manifest or root))
+    return {"task": meta, "gold": sum(1 for item in result.items if "gold" in item),
+            "refused": [{"path": r.path, "reason": r.reason} for r in result.refusals]}

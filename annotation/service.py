@@ -7,8 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from annotation import review
-from annotation.errors import NotFound, TooLarge
+from annotation.errors import TooLarge
 from annotation.store import Store, UserInfo
+from media.errors import AVStudioError
 
 HUM_MAX_BYTES = 5_000_000  # about five minutes of Opus; a hum is 30 s at most
 
@@ -63,9 +64,12 @@ def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, di
         if row["kind"] != "pair" or not row.get("hum_path") or row["value"] is None:
             continue
         root = roots[row["item_id"]]
-        others = [audio(root / p) for p in row["presentation"].get("order", []) if p != row["value"]]
-        out[row["label_id"]] = hum_disagrees(audio(Path(row["hum_path"])), audio(root / row["value"]), others,
-                                            sr=16000)
+        try:
+            others = [audio(root / p) for p in row["presentation"].get("order", []) if p != row["value"]]
+            out[row["label_id"]] = hum_disagrees(audio(Path(row["hum_path"])), audio(root / row["value"]),
+                                                others, sr=16000)
+        except AVStudioError:  # a file gone or unreadable: this label goes unchecked, the export goes on
+            continue
     return out
 
 

@@ -103,6 +103,9 @@ def test_manifest_paths_outside_the_root_and_gold(tmp_path, media_root):
         {"key": "b", "video": "../outside.mp4", "candidates": tracks[:2]},
         {"key": "c", "video": videos[1], "candidates": tracks[:2], "gold": "none"},
         {"key": "d", "video": videos[2], "candidates": tracks[:2], "gold": "music/not_a_candidate.flac"},
+        ["not", "an", "object"],
+        {"key": "f", "video": videos[2], "candidates": "[not json"},
+        {"key": "../../escape", "video": videos[2], "candidates": tracks[:2]},
     ]))
     result = build_items("pair", media_root, manifest=manifest)
     assert [i["key"] for i in result.items] == ["a", "c"]
@@ -110,6 +113,8 @@ def test_manifest_paths_outside_the_root_and_gold(tmp_path, media_root):
     reasons = {r.path: r.reason for r in result.refusals}
     assert "outside the media root" in reasons["../outside.mp4"]
     assert "not one of the item's candidates" in reasons["manifest row 4"]
+    assert "object" in reasons["manifest row 5"] and "wrong type" in reasons["manifest row 6"]
+    assert "may hold only" in reasons["manifest row 7"]
 
 
 def test_bgm_task_prepares_ducked_mixes_and_logs_gains(capsys, db, media_root, tmp_path):
@@ -131,6 +136,11 @@ def test_bgm_task_prepares_ducked_mixes_and_logs_gains(capsys, db, media_root, t
     store.submit(alice, lease["lease_id"], "rating-0001", rating=4, tags=["mood"], played_ms=3500)
     row = store.labels("fit")[0]
     assert row["presentation"]["gains"] == next(i for i in items if i["item_key"] == row["item_key"])["payload"]["gains"]
+    # the mixes are derived files (not in the Hub backup): after a restart without them they are made again
+    mixes = [tmp_path / "data" / rel for i in items for rel in i["payload"]["prepared"].values()]
+    for path in mixes:
+        path.unlink()
+    assert backup.rebuild_mixes(store) == 2 and all(path.is_file() for path in mixes)
 
 
 def test_stats_export_and_load_labels_round_trip(capsys, db, media_root, tmp_path):

@@ -69,3 +69,22 @@ def test_hugging_face_sign_in_bridge(store):
         store.login_token(code)
     assert admin_tab.visitor(page_request(None), Profile("boss-hf")).is_admin
     assert admin_tab.visitor(page_request(None), Profile("boss")) is None  # a Hugging Face "boss" is not ours
+
+
+def test_admin_tab_creates_a_task_and_lists_refusals(store, media, tmp_path):
+    boss = store.login_password("boss", "boss-password")
+    root = tmp_path / "media"
+    (root / "video").mkdir(parents=True)
+    (root / "music").mkdir()
+    import shutil
+
+    shutil.copyfile(sorted((media / "video").glob("*.mp4"))[0], root / "video" / "a.mp4")
+    for path in sorted((media / "music").glob("*.flac"))[:2]:
+        shutil.copyfile(path, root / "music" / path.name)
+    (root / "music" / "broken.flac").write_bytes(b"not audio")
+    report = admin_tab._guard(admin_tab.create)("clips", "pair", str(root), "video/*", 2, 0.0, "",
+                                                page_request(boss), None)
+    assert report.startswith("Task clips: 1 items") and "refused music/broken.flac" in report
+    with pytest.raises(gr.Error, match="exists already"):
+        admin_tab._guard(admin_tab.create)("clips", "pair", str(root), "", 2, 0.0, "", page_request(boss), None)
+    assert admin_tab.users_on_load(page_request(None), None) == []  # no error for a visitor who is not an admin
