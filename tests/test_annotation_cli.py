@@ -46,11 +46,11 @@ def media_root(media, tmp_path) -> Path:
         (root / folder).mkdir(parents=True)
         for path in names:
             shutil.copyfile(path, root / folder / path.name)
-    good = sorted((media / "video").glob("*.mp4"))[0].read_bytes()
+    good = min((media / "video").glob("*.mp4")).read_bytes()
     (root / "video" / "zz_truncated.mp4").write_bytes(good[: len(good) // 2])
     (root / "music" / "zz_not_audio.flac").write_bytes(b"this is not a flac file")
     outside = tmp_path / "outside.flac"
-    shutil.copyfile(sorted((media / "music").glob("*.flac"))[0], outside)
+    shutil.copyfile(min((media / "music").glob("*.flac")), outside)
     os.symlink(outside, root / "music" / "zz_outside.flac")
     return root
 
@@ -118,7 +118,7 @@ def test_manifest_paths_outside_the_root_and_gold(tmp_path, media_root):
 
 
 def test_bgm_task_prepares_ducked_mixes_and_logs_gains(capsys, db, media_root, tmp_path):
-    status, out, err = run_cli(capsys, db, "create", "fit", "--kind", "bgm", "--media-root", str(media_root),
+    status, _out, err = run_cli(capsys, db, "create", "fit", "--kind", "bgm", "--media-root", str(media_root),
                                "--per-speech", "1", "--min-play-s", "3", "--json")
     assert status == 0, err
     store = Store(db)
@@ -193,10 +193,10 @@ def test_backup_is_off_without_a_token(monkeypatch, tmp_path):
 def test_cli_errors_are_one_line_with_exit_2(tmp_path):
     env = {**os.environ, "AVSTUDIO_DATA": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "annotation", "stats", "nothing-here"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: no task named 'nothing-here'"
     proc = subprocess.run([sys.executable, "-m", "annotation", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/x",
-                           "users"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                           "users"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: the database failed") and "Traceback" not in proc.stderr
 
 
@@ -207,7 +207,7 @@ def test_export_carries_the_hum_and_flags_hums_that_disagree(capsys, db, media_r
                    "--candidates", "3", "--per-item", "1", "--gold-rate", "0")[0] == 0
     store = Store(db)
     who = store.add_user("hummer")
-    data = sorted((media / "hum").glob("*.wav"))[0].read_bytes()
+    data = min((media / "hum").glob("*.wav")).read_bytes()
     hum = store.add_hum(who, data, check_hum(data))
     assert store.hum_path(hum["sha256"]).read_bytes() == data  # stored by content hash
     lease = store.next_item(who, "pairs")

@@ -78,7 +78,7 @@ def test_admin_tab_creates_a_task_and_lists_refusals(store, media, tmp_path):
     (root / "music").mkdir()
     import shutil
 
-    shutil.copyfile(sorted((media / "video").glob("*.mp4"))[0], root / "video" / "a.mp4")
+    shutil.copyfile(min((media / "video").glob("*.mp4")), root / "video" / "a.mp4")
     for path in sorted((media / "music").glob("*.flac"))[:2]:
         shutil.copyfile(path, root / "music" / path.name)
     (root / "music" / "broken.flac").write_bytes(b"not audio")
