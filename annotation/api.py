@@ -10,7 +10,7 @@ Annotator endpoints (``/annotate/api/...``)::
 
     POST login {name, password} -> {token, name, role}        GET me -> {name, role, tasks: [...]}
     POST tasks/{task}/next -> {assignment | null, progress}
-    POST leases/{id}/heartbeat -> {expires_at}
+    POST leases/{id}/heartbeat -> {expires_at, open} (open false: already submitted or skipped)
     POST leases/{id}/submit {client_id, choice | rating, tags, dwell_ms, played_ms, hum_sha256, client_time}
          -> {ack: {label_id, client_id, duplicate}, next: assignment | null, progress}
     POST leases/{id}/skip {client_id, reason} -> {ack, next, progress}
@@ -178,7 +178,8 @@ def make_router(store: Store) -> APIRouter:
 
     @router.post("/api/leases/{lease_id}/heartbeat")
     def heartbeat(lease_id: Id, who: Annotator) -> dict:
-        return {"expires_at": store.heartbeat(who, lease_id)}
+        expires = store.heartbeat(who, lease_id)
+        return {"expires_at": expires, "open": expires is not None}
 
     @router.post("/api/leases/{lease_id}/submit")
     def submit(lease_id: Id, body: Submit, who: Annotator) -> dict:

@@ -408,12 +408,14 @@ class Store:
                 raise NotFound("no such item")
             return s.get(Task, lease.task_id).name
 
-    def heartbeat(self, user: UserInfo, lease_id: int) -> float:
-        """Keep a lease alive; returns its new expiry. A lapsed lease is renewed when no one took the slot."""
+    def heartbeat(self, user: UserInfo, lease_id: int) -> float | None:
+        """Keep a lease alive; returns its new expiry. A lapsed lease is renewed when no one took the slot.
+        A lease already submitted or skipped has nothing to keep alive: None (a heartbeat sent just before
+        a submit can arrive after it; that is not an error)."""
         with self.tx() as s:
             lease, t = self._own_lease_locked(s, user, lease_id)
             if lease.state != "open":
-                raise Conflict("this item was already submitted or skipped")
+                return None
             if lease.expires_at <= _now():
                 self._check_room(s, t, lease)
             lease.expires_at = _now() + t.lease_s

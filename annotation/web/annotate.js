@@ -1167,7 +1167,7 @@
     stopHeartbeat();
     const every = Math.max(3, (a.lease_s || 120) / 3) * 1000;
     S.heartbeat = setInterval(async () => {
-      if (S.a !== a) return;
+      if (S.a !== a || S.busy) return; // a submit in flight: the item is being closed
       try {
         await api("POST", `leases/${a.lease_id}/heartbeat`);
       } catch (err) {
