@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from annotation import review
-from annotation.errors import TooLarge
+from annotation.errors import AnnotationError, TooLarge
 from annotation.store import Store, UserInfo
 from media.errors import AVStudioError
 
@@ -18,9 +18,15 @@ HUM_MAX_BYTES = 5_000_000  # about five minutes of Opus; a hum is 30 s at most
 def store() -> Store:
     """The process's store (``AVSTUDIO_DB_URL`` or SQLite under ``AVSTUDIO_DATA``), opened and migrated once,
     and backed up to the Hub when ``AVSTUDIO_BACKUP_REPO`` and ``HF_TOKEN`` are set (:mod:`annotation.backup`)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from annotation import backup
 
-    opened = Store()
+    try:
+        opened = Store()
+    except SQLAlchemyError as err:  # a database URL that cannot be reached or opened: one line at start-up
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise AnnotationError(f"cannot open the label store (AVSTUDIO_DB_URL / AVSTUDIO_DATA): {reason}") from None
     opened.backup = backup.start(opened)
     return opened
 

@@ -88,3 +88,11 @@ def test_admin_tab_creates_a_task_and_lists_refusals(store, media, tmp_path):
     with pytest.raises(gr.Error, match="exists already"):
         admin_tab._guard(admin_tab.create)("clips", "pair", str(root), "", 2, 0.0, "", page_request(boss), None)
     assert admin_tab.users_on_load(page_request(None), None) == []  # no error for a visitor who is not an admin
+
+
+def test_an_unreachable_database_stops_start_up_with_one_line(monkeypatch):
+    from annotation.errors import AnnotationError
+
+    monkeypatch.setenv("AVSTUDIO_DB_URL", "postgresql+psycopg://nobody@127.0.0.1:1/labels")
+    with pytest.raises(AnnotationError, match="cannot open the label store"):
+        service.store.__wrapped__()  # what the app's start-up calls (uncached)
