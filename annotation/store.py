@@ -825,9 +825,8 @@ class Store:
         others = len(s.scalars(select(Lease.id).where(Lease.item_id == item.id, Lease.state == "open",
                                                       Lease.expires_at > now, Lease.id != lease.id)).all())
         if labelled + others >= t.per_item:
-            lease.state = "released"
             raise Conflict(f"your time on this item ran out ({t.lease_s:.0f} s without a sign of life) and it "
-                           "went to another annotator; this label was not stored. Your next item is ready.")
+                           "went to another annotator, so this label was not stored; go on with the next item")
 
     def _own_lease_locked(self, s: Session, user: UserInfo, lease_id: int) -> tuple[Lease, Task]:
         """The user's lease and its task, read after the task's lock is taken (so the lease's state is not
