@@ -106,7 +106,8 @@ def _same_origin(request: Request) -> None:
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
     origin = request.headers.get("origin")
-    if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+    hosts = {request.headers.get("host", ""), *request.headers.get("x-forwarded-host", "").split(",")}
+    if origin and origin != "null" and origin.split("://", 1)[-1] not in {h.strip() for h in hosts if h.strip()}:
         raise NotAllowed("this request came from another site")
 
 

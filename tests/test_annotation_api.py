@@ -287,3 +287,13 @@ def test_malformed_bodies_get_the_error_json(api):
         assert_error(r, 400)
     assert_error(api.client.get(f"{API}/no-such-endpoint", headers=headers), 404)
     assert api.store.labels("fit", history=True) == []
+
+
+def test_a_request_from_another_site_is_refused(api):
+    """The session cookie is SameSite=None on a Space: a state-changing request must come from this site."""
+    url, headers = f"{API}/tasks/pairs/next", api.auth("alice")
+    assert_error(api.client.post(url, headers={**headers, "Origin": "https://evil.example"}), 403, "another site")
+    assert api.client.post(url, headers={**headers, "Origin": "http://testserver"}).status_code == 200
+    proxied = {**headers, "Origin": "https://me-labels.hf.space", "X-Forwarded-Host": "me-labels.hf.space"}
+    assert api.client.post(url, headers=proxied).status_code == 200
+    assert api.client.get(f"{API}/me", headers={**headers, "Origin": "https://evil.example"}).status_code == 200
