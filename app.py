@@ -15,7 +15,7 @@ import gradio as gr
 from fastapi import FastAPI
 
 from annotation import admin_tab, label_tab
-from annotation.api import add_error_handlers, make_router
+from annotation.api import mount
 from annotation.service import store
 from pipelines.common import AVStudioError, settings
 from tabs import lipsync, music_face, sync_check
@@ -51,9 +51,7 @@ def build_app() -> gr.Blocks:
 
 def build_server(demo: gr.Blocks) -> FastAPI:
     """The labelling API at /annotate and the Gradio app at /, on one server."""
-    server = FastAPI(title="AV Studio")
-    add_error_handlers(server)
-    server.include_router(make_router(store()))
+    server = mount(FastAPI(title="AV Studio"), store())
     return gr.mount_gradio_app(server, demo, path="/", max_file_size=int(settings().max_upload_mb * 1024 * 1024))
 
 

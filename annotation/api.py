@@ -311,12 +311,17 @@ def add_error_handlers(app: FastAPI) -> None:
                             status_code=400)
 
 
+def mount(app: FastAPI, store: Store) -> FastAPI:
+    """Add the labelling API and pages (``/annotate``) and their error handling to ``app``."""
+    add_error_handlers(app)
+    app.include_router(make_router(store))
+    return app
+
+
 def create_app(store: Store | None = None) -> FastAPI:
     """The labelling server alone (no Gradio, no models): ``python -m annotation serve``."""
     store = store or Store()
-    app = FastAPI(title="AV Studio annotation")
-    add_error_handlers(app)
-    app.include_router(make_router(store))
+    app = mount(FastAPI(title="AV Studio annotation"), store)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -326,4 +331,4 @@ def create_app(store: Store | None = None) -> FastAPI:
     return app
 
 
-__all__: list[Any] = ["COOKIE", "NotSignedIn", "add_error_handlers", "create_app", "make_router"]
+__all__: list[Any] = ["COOKIE", "add_error_handlers", "create_app", "make_router", "mount"]

@@ -30,6 +30,8 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from annotation.errors import AnnotationError
+from media.io import _video_stream
+from media.mix import frame_rms_db
 
 __all__ = ["HUM_SR", "HumCheck", "ImportRefusal", "check_hum", "check_media", "hum_disagrees", "hum_profile",
            "hum_track_similarity", "track_profile"]
@@ -107,14 +109,6 @@ def _locate(path: PathLike, media_root: PathLike) -> tuple[str, Path]:
     if resolved.stat().st_size == 0:
         raise AnnotationError(f"'{label}': the file is empty (0 bytes)")
     return label, resolved
-
-
-def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
-    """The first real video stream (cover art in audio files does not count)."""
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    return None
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.stream.Stream) -> float | None:
@@ -292,15 +286,6 @@ def _decode_recording(data: bytes, max_seconds: float) -> tuple[np.ndarray, int,
     return np.concatenate([block[:channels] for block in blocks], axis=-1), rate, ext
 
 
-def _frame_rms_db(x: np.ndarray, frame: int) -> np.ndarray:
-    """RMS (dBFS) of consecutive ``frame``-sample frames of ``x`` (the last partial one dropped)."""
-    n = len(x) // frame
-    if not n:
-        return np.full(1, 10 * math.log10(float(np.mean(x * x)) + 1e-20))
-    frames = x[: n * frame].reshape(n, frame)
-    return 10 * np.log10(np.mean(frames * frames, axis=1) + 1e-20)
-
-
 def check_hum(data: bytes, *, max_bytes: int = 5_000_000, max_seconds: float = 30.0,
               min_seconds: float = 1.0) -> HumCheck:
     """Vet a hum recorded in the browser and uploaded as ``data`` (webm/opus, ogg, mp4/aac, wav, ...).
@@ -332,7 +317,7 @@ def check_hum(data: bytes, *, max_bytes: int = 5_000_000, max_seconds: float = 3
     mono = samples.mean(axis=0, dtype=np.float64)
     mono -= mono.mean()  # a microphone's DC offset is not sound
     rms_dbfs = 10 * math.log10(float(np.mean(mono * mono)) + 1e-20)
-    voiced = float(np.mean(_frame_rms_db(mono, round(0.03 * rate)) >= SILENCE_DBFS))
+    voiced = float(np.mean(frame_rms_db(mono, rate, 0.03, 0.03) >= SILENCE_DBFS))
     if rms_dbfs < SILENCE_DBFS or voiced < MIN_VOICED_SHARE:
         raise AnnotationError("the recording is silent: check the microphone")
     warnings = []
@@ -421,9 +406,16 @@ def hum_disagrees(hum: np.ndarray, chosen_track: np.ndarray, other_tracks: Seque
     more than ``margin`` below the best one: a sign of a random pick. Returns ``(flag, scores)`` with
     ``scores = {"chosen": s, "others": [s, ...], "best": s, "margin": margin}``.
     """
-    profile = hum_profile(hum, sr)
-    chosen = round(_cosine(profile, track_profile(chosen_track, sr)), 4)
-    others = [round(_cosine(profile, track_profile(t, sr)), 4) for t in other_tracks]
+    return profiles_disagree(hum_profile(hum, sr), track_profile(chosen_track, sr),
+                             [track_profile(t, sr) for t in other_tracks], margin=margin)
+
+
+def profiles_disagree(hum: np.ndarray, chosen: np.ndarray, others: Sequence[np.ndarray], *,
+                      margin: float = 0.1) -> tuple[bool, dict]:
+    """:func:`hum_disagrees` on profiles already computed (:func:`hum_profile`, :func:`track_profile`), so
+    that a track shown in many items is analysed once."""
+    chosen = round(_cosine(hum, chosen), 4)
+    others = [round(_cosine(hum, t), 4) for t in others]
     best = max([chosen, *others])
     flag = bool(others) and chosen <= min(others) and best - chosen > margin
     return flag, {"chosen": chosen, "others": others, "best": best, "margin": margin}

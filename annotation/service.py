@@ -53,17 +53,18 @@ def store_hum(store: Store, who: UserInfo, data: bytes) -> dict:
 def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, dict]]:
     """label_id -> (flag, scores) for Pair labels that carry a hum and chose a track: flagged when the hum
     matches the chosen track worst of the tracks shown (:func:`annotation.checks.hum_disagrees`)."""
-    from annotation.checks import hum_disagrees
+    from annotation.checks import hum_profile, profiles_disagree, track_profile
     from media.io import read_audio
 
     roots = {item["item_id"]: Path(item["media_root"]) for item in items}
-    cache: dict[str, object] = {}
+    cache: dict[Path, object] = {}
 
-    def audio(path: Path):
-        key = str(path)
-        if key not in cache:
-            cache[key] = read_audio(path, sr=16000, end=30.0)  # the check looks at 30 s at most
-        return cache[key]
+    def profile(path: Path, hum: bool):
+        """Each hum and each track decoded and analysed once, however many labels show it."""
+        if path not in cache:
+            audio = read_audio(path, sr=16000, end=30.0)  # the check looks at 30 s at most
+            cache[path] = hum_profile(audio, 16000) if hum else track_profile(audio, 16000)
+        return cache[path]
 
     out = {}
     for row in labels:
@@ -71,9 +72,9 @@ def hum_flags(labels: list[dict], items: list[dict]) -> dict[int, tuple[bool, di
             continue
         root = roots[row["item_id"]]
         try:
-            others = [audio(root / p) for p in row["presentation"].get("order", []) if p != row["value"]]
-            out[row["label_id"]] = hum_disagrees(audio(Path(row["hum_path"])), audio(root / row["value"]),
-                                                others, sr=16000)
+            others = [profile(root / p, False) for p in row["presentation"].get("order", []) if p != row["value"]]
+            out[row["label_id"]] = profiles_disagree(profile(Path(row["hum_path"]), True),
+                                                     profile(root / row["value"], False), others)
         except AVStudioError:  # a file gone or unreadable: this label goes unchecked, the export goes on
             continue
     return out

@@ -400,14 +400,6 @@ class Store:
             return False
         return auth.signature_ok(self._secret, f"{lease.id}.{lease.user_id}.{expires}", signature)
 
-    def lease_task(self, lease_id: int) -> str:
-        """The name of the task a lease belongs to."""
-        with self.read() as s:
-            lease = s.get(Lease, int(lease_id))
-            if lease is None:
-                raise NotFound("no such item")
-            return s.get(Task, lease.task_id).name
-
     def heartbeat(self, user: UserInfo, lease_id: int) -> float | None:
         """Keep a lease alive; returns its new expiry. A lapsed lease is renewed when no one took the slot.
         A lease already submitted or skipped has nothing to keep alive: None (a heartbeat sent just before

@@ -104,9 +104,10 @@ def _fit_length(x: np.ndarray, n: int, sr: int) -> tuple[np.ndarray, bool]:
     return fitted, looped
 
 
-def _frame_rms_db(x: np.ndarray, sr: int) -> np.ndarray:
-    """RMS (dBFS) of ``_WINDOW_S`` windows every ``_HOP_S`` seconds, window ``i`` starting at ``i * hop``."""
-    win, hop = max(1, round(_WINDOW_S * sr)), max(1, round(_HOP_S * sr))
+def frame_rms_db(x: np.ndarray, sr: int, window_s: float = _WINDOW_S, hop_s: float = _HOP_S) -> np.ndarray:
+    """RMS (dBFS) of ``window_s`` windows every ``hop_s`` seconds, window ``i`` starting at ``i * hop``
+    (the last ones shorter where the signal ends)."""
+    win, hop = max(1, round(window_s * sr)), max(1, round(hop_s * sr))
     energy = np.concatenate([[0.0], np.cumsum(x * x)])
     starts = np.arange(0, len(x), hop)
     stops = np.minimum(starts + win, len(x))
@@ -120,7 +121,7 @@ def voice_activity(speech: np.ndarray, sr: int, loudness_lufs: float, lead_s: fl
     A frame is voiced when its RMS is at least ``loudness_lufs - VOICE_THRESHOLD_LU`` dBFS; activity is then
     extended :data:`HANGOVER_S` after, and ``lead_s`` before, each voiced frame.
     """
-    voiced = _frame_rms_db(np.asarray(speech, dtype=np.float64), sr) >= loudness_lufs - VOICE_THRESHOLD_LU
+    voiced = frame_rms_db(np.asarray(speech, dtype=np.float64), sr) >= loudness_lufs - VOICE_THRESHOLD_LU
     after, before = round(HANGOVER_S / _HOP_S), round(lead_s / _HOP_S)
     # active[i] when a voiced frame lies in [i - after, i + before]: a running count over that span
     counts = np.concatenate([[0], np.cumsum(voiced)])
