@@ -53,7 +53,7 @@ def _plain_features(kind: str, split: str) -> datasets.Features:
             cols["none_fits"] = _BOOL
         cols.update({"tags": datasets.List(_STR), "dwell_ms": _INT, "presentation": _STR, "is_gold": _BOOL,
                      "revision": _INT, "app_version": _STR, "created_at": _STR, "label_id": _INT,
-                     "client_id": _STR, "hum_flag": _BOOL})
+                     "client_id": _STR, "hum_flag": _BOOL, "label_source": _STR})
     else:
         agg = _STR if kind == "pair" else _FLOAT
         cols = {"item_key": _STR, "n": _INT, "aggregate": agg, "majority": agg}
@@ -64,11 +64,14 @@ def _plain_features(kind: str, split: str) -> datasets.Features:
     return datasets.Features(cols)
 
 
-def _table(rows: list[dict], kind: str, split: str) -> datasets.Dataset:
-    """A split from its rows: plain columns first, then the media columns cast to Audio/Video."""
+def _table(rows: list[dict], kind: str, split: str, embed_media: bool = True) -> datasets.Dataset:
+    """A split from its rows: plain columns first, then the media columns cast to Audio/Video (left as
+    path strings with ``embed_media=False``)."""
     features = _plain_features(kind, split)
     table = datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features},
                                        features=features, split=datasets.Split(split))
+    if not embed_media:
+        return table
     for name, media in MEDIA_COLUMNS[(kind, split)].items():
         table = table.cast_column(name, datasets.Audio(decode=False) if media == "audio"
                                   else datasets.Video(decode=False))
@@ -93,7 +96,7 @@ def _item_media(kind: str, item: Mapping, track: str | None, root: str) -> dict:
 
 
 def build_dataset(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable[Mapping],
-                  excluded: Iterable[str] = frozenset()) -> datasets.DatasetDict:
+                  excluded: Iterable[str] = frozenset(), embed_media: bool = True) -> datasets.DatasetDict:
     """A task's labels and aggregates as a ``DatasetDict`` with splits ``labels`` and ``items``.
 
     Parameters
@@ -102,13 +105,17 @@ def build_dataset(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable
     labels : current label records of the task
     items : the task's item records
     excluded : annotators whose labels are left out (paused for low gold accuracy)
+    embed_media : False keeps the media columns as absolute path strings instead of Audio/Video columns
+        (``save_to_disk`` copies an Audio/Video file's bytes into every row that names it: a bootstrap set
+        pairing each of 500 files with 40 others would hold each file 40 times)
 
     Returns
     -------
     datasets.DatasetDict
         ``labels``: ``item_key, annotator, value`` (pair: the chosen path, "" for none fits, and
         ``none_fits``; bgm: the rating), ``tags, dwell_ms, presentation`` (JSON), ``is_gold, revision,
-        app_version, created_at, label_id, client_id, hum_flag`` and the media (pair: ``sample_audio`` the
+        app_version, created_at, label_id, client_id, hum_flag, label_source`` (``human`` unless the record says
+        otherwise, e.g. ``rule`` for bootstrap labels) and the media (pair: ``sample_audio`` the
         hum or None, ``sample_video``, ``matching_audio`` the chosen track or None; bgm: ``speech, bgm``).
         ``items``: ``item_key, n, aggregate, majority`` (pair: path, "" for none fits, and ``none_fits``;
         bgm: mean and median rating), ``score, agreement, uncertainty, method`` and the media (pair:
@@ -139,7 +146,7 @@ def build_dataset(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable
                "is_gold": bool(lb.get("is_gold")), "revision": int(lb.get("revision") or 0),
                "app_version": str(lb.get("app_version") or ""), "created_at": lb["created_at"],
                "label_id": int(lb["label_id"]), "client_id": str(lb.get("client_id") or ""),
-               "hum_flag": lb.get("hum_flag")}
+               "hum_flag": lb.get("hum_flag"), "label_source": str(lb.get("label_source") or "human")}
         if kind == "pair":
             row.update({"value": lb["value"] or "", "none_fits": lb["value"] is None,
                         "sample_audio": lb.get("hum_path") or None})
@@ -161,8 +168,8 @@ def build_dataset(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable
         row.update(_item_media(kind, by_id[agg["item_id"]], agg["aggregate"] if kind == "pair" else None, root))
         item_rows.append(row)
 
-    return datasets.DatasetDict({"labels": _table(label_rows, kind, "labels"),
-                                 "items": _table(item_rows, kind, "items")})
+    return datasets.DatasetDict({"labels": _table(label_rows, kind, "labels", embed_media),
+                                 "items": _table(item_rows, kind, "items", embed_media)})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,6 +221,8 @@ _COMMON = {
         ("revision", "how many times the annotator revised this label"),
         ("app_version", "the labelling app's version"), ("created_at", "when it was submitted (UTC, ISO 8601)"),
         ("label_id", "the label's id in the store"), ("client_id", "the submission's client-side id"),
+        ("label_source", "who gave the label: human (an annotator in the labelling app), or rule (written by "
+                         "a bootstrap rule from other labels, e.g. training/make_bgm_fit_labels.py)"),
     ],
     "items": [
         ("item_key", "the item's stable key"), ("n", "how many labels it has"),
@@ -298,7 +307,7 @@ def dataset_card(task_meta: Mapping, stats: Mapping, excluded: Iterable[str] = (
                  "- 5 = made for it", "", "and could tick reasons: mood, tempo, too busy, too loud, genre.", ""]
         body += ["## Aggregation", "",
                  ("`aggregate` is the mean rating and `majority` the median. `score` is a Bradley-Terry strength "
-                 "(crowd-kit `BradleyTerry`): each annotator's ratings become pairwise comparisons between the "
+                 "(maximum likelihood): each annotator's ratings become pairwise comparisons between the "
                  "items they rated (higher wins, ties skipped), so annotators who rate harshly or kindly count "
                  "alike; each item also gets one win and one loss against a virtual anchor, which keeps "
                  "strengths finite."), ""]
@@ -337,9 +346,11 @@ def _missing_media(dataset: datasets.DatasetDict) -> list[str]:
 
 
 def export(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable[Mapping], excluded: Iterable[str],
-           out_dir: str | Path, push_to_hub: str | None = None, token: str | None = None) -> dict:
-    """Export a task: ``out_dir/<task name>/`` holds the dataset (``save_to_disk``, media bytes included),
-    its card as ``README.md`` and the task's figures as ``summary.json``.
+           out_dir: str | Path, push_to_hub: str | None = None, token: str | None = None,
+           embed_media: bool = True) -> dict:
+    """Export a task: ``out_dir/<task name>/`` holds the dataset (``save_to_disk``, media bytes included;
+    with ``embed_media=False`` only their paths, see :func:`build_dataset`), its card as ``README.md`` and the
+    task's figures as ``summary.json``.
 
     With ``push_to_hub=REPO`` the dataset is also pushed to that Hub dataset repo as the config named
     after the task (data under ``<task name>/``), and the card uploaded as ``<task name>/README.md`` there
@@ -359,7 +370,7 @@ def export(task_meta: Mapping, labels: Iterable[Mapping], items: Iterable[Mappin
     labels, items, excluded = list(labels), list(items), sorted(set(excluded))
     name = _folder_name(task_meta["name"])
     stats = task_stats(task_meta, labels, items, excluded)
-    dataset = build_dataset(task_meta, labels, items, excluded)
+    dataset = build_dataset(task_meta, labels, items, excluded, embed_media)
     missing = _missing_media(dataset)
     if missing:
         raise AnnotationError(f"{len(missing)} media file(s) of task {name!r} are missing, e.g. {missing[0]}")

@@ -33,6 +33,10 @@ SOURCE_LICENCES = {
     "liveportrait": "LivePortrait repository, MIT; media provenance not stated (the audio may be music)",
     "dreamtalk": "MEAD dataset clips from the DreamTalk repository (repository MIT; MEAD terms: research use)",
     "MEAD": "MEAD dataset clips from the DreamTalk repository (repository MIT; MEAD terms: research use)",
+    # emotion-labelled speech and music (MANIFEST_emotion_midi.tsv)
+    "emodb": "EmoDB (Burkhardt et al. 2005): research use",
+    "panda4q": "PANDA 4Q (Panda et al. 2018), commercial 30 s previews: research use",
+    "emotify": "Emotify (Aljanaki et al. 2016), music from Magnatune: CC BY-NC-SA; research use",
     # music
     "audiocraft": "audiocraft repository (code MIT); licence of the recordings not stated",
     "etr": "GPL-2+ (Extreme Tux Racer, Debian)",

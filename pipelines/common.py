@@ -65,6 +65,9 @@ class Settings:
     sync_check: str = str(MODELS / "syncnet")  # Sync check's discriminator: a folder or Hub repo id
     lipsync: str = str(MODELS / "lipsync")  # the lip-sync network
     music_face: str = str(MODELS)  # Music to face: a folder holding audio_encoder/ and face_controls/
+    bgm_fit: str = str(MODELS / "bgm_fit")  # BGM fit's network
+    bgm_library: str = str(MODELS.parents[1] / "examples" / "bgm_library" / "index")  # BGM fit's default library index
+    bgm_fit_max_seconds: float = 10800.0  # longest spoken recording BGM fit accepts (3 hours)
 
 
 # read by the annotation suite (annotation.db, annotation.backup), the tests and the benchmarks
