@@ -6,6 +6,8 @@ music (BGM) sample, built the same way. Each is standardised with statistics fit
 same structure): the standardised vector as a one-channel sequence in ``FEATURE_NAMES`` order, whose
 neighbours are related descriptors (MFCC means, then their stds, the 12 chroma bins, ...), through three
 1-D convolutions with ReLU and a linear projection to an L2-normalised **deep feature** of ``embed_dim``.
+The speech tower reads the delivery descriptors only: those that mostly tell recordings and speakers apart
+(:data:`SPEECH_MASKED`: levels, spectral and MFCC means, chroma, pitch level) are zeroed.
 
 The **fully-connected layer** joins the two deep features ``a`` (speech) and ``b`` (music): it reads their
 concatenation ``[a, b, a * b]`` (the product is part of the concatenation so the layer sees the
@@ -33,6 +35,18 @@ from media.fused import FEATURE_NAMES, D
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "bgm_fit"
 MODEL_TYPE = "bgm_fit"
+
+
+# Speech-side descriptors that mostly tell the recording chain and the speaker apart (microphone, room,
+# gain, voice timbre and pitch level) rather than delivery: the speech tower does not read them (they are
+# zeroed after standardisation). Trained on one studio's ten speakers (EmoDB), the tower otherwise learns
+# them as mood cues and mis-reads any other recording: LJSpeech narration sat 3-4 standard deviations off
+# on MFCC means and was ranked as energetic (benchmarks/bgm_fit.py, sanity check). What is left is
+# delivery: level dynamics, spectral and timbre variation, rhythm and prosody (pitch range and spread,
+# voicing, speaking rate, pauses).
+SPEECH_MASKED = ("rms_db_mean", "loudness_db", "zcr_mean", "centroid_mean_hz", "rolloff_mean_hz", "bandwidth_mean_hz",
+                 "flatness_mean", *(f"contrast{i}_mean" for i in range(7)), *(f"mfcc{i}_mean" for i in range(13)),
+                 *(n for n in FEATURE_NAMES if n.startswith("chroma_")), "f0_median_st")
 
 
 def rating_target(rating) -> np.ndarray:
@@ -64,10 +78,16 @@ class BGMFitNet(nn.Module):
     """Speech tower, music tower, FC join on ``[a, b, a*b]``, sigmoid (see the module docstring)."""
 
     def __init__(self, d_in: int = D, channels: tuple[int, ...] = (16, 32, 32), embed_dim: int = 32,
-                 hidden: int = 64, dropout: float = 0.1, feature_names: tuple[str, ...] = tuple(FEATURE_NAMES)):
+                 hidden: int = 64, dropout: float = 0.1, feature_names: tuple[str, ...] = tuple(FEATURE_NAMES),
+                 speech_masked: tuple[str, ...] = SPEECH_MASKED):
         super().__init__()
+        unknown = sorted(set(speech_masked) - set(feature_names))
+        if unknown:
+            raise ValueError(f"speech_masked names unknown features: {', '.join(unknown)}")
         self.config = {"d_in": d_in, "channels": list(channels), "embed_dim": embed_dim, "hidden": hidden,
-                       "dropout": dropout, "feature_names": list(feature_names)}
+                       "dropout": dropout, "feature_names": list(feature_names), "speech_masked": list(speech_masked)}
+        keep = torch.tensor([name not in speech_masked for name in feature_names], dtype=torch.float32)
+        self.register_buffer("speech_keep", keep, persistent=False)  # from the config, not fitted
         self.speech_tower = ConvTower(d_in, tuple(channels), embed_dim, dropout)
         self.music_tower = ConvTower(d_in, tuple(channels), embed_dim, dropout)
         self.join = nn.Linear(3 * embed_dim, hidden)
@@ -97,7 +117,7 @@ class BGMFitNet(nn.Module):
         return z.clamp(-8.0, 8.0)  # a descriptor far outside the training range cannot dominate
 
     def embed_speech(self, x: torch.Tensor) -> torch.Tensor:
-        return self.speech_tower(self._standardise(x, "speech"))
+        return self.speech_tower(self._standardise(x, "speech") * self.speech_keep)
 
     def embed_music(self, x: torch.Tensor) -> torch.Tensor:
         return self.music_tower(self._standardise(x, "music"))
@@ -168,8 +188,9 @@ class BGMFitNet(nn.Module):
         _, raw, state = load_folder(dir_or_repo, map_location, subfolder)
         if raw.get("model_type") != MODEL_TYPE:
             raise ValueError(f"{dir_or_repo} holds a {raw.get('model_type')!r} model, not {MODEL_TYPE!r}")
-        kwargs = {k: raw[k] for k in ("d_in", "channels", "embed_dim", "hidden", "dropout", "feature_names")
-                  if k in raw}
+        kwargs = {k: raw[k] for k in ("d_in", "channels", "embed_dim", "hidden", "dropout", "feature_names",
+                                      "speech_masked") if k in raw}
+        kwargs["speech_masked"] = tuple(kwargs.get("speech_masked", ()))  # older folders masked nothing
         if "channels" in kwargs:
             kwargs["channels"] = tuple(kwargs["channels"])
         if "feature_names" in kwargs:

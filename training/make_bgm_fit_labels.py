@@ -36,7 +36,8 @@ unobtrusiveness ``1 - sigmoid(obtrusiveness)``. Ratings are the quintile of the 
 What the rule does NOT know (on purpose): drums. Percussion under speech is left for human ratings to
 teach (the simulated-annotator experiment in ``docs/bgm_fit.md``).
 
-Pairs: every utterance with ``--tracks-per-utterance`` tracks drawn at random from all tracks. Nothing is
+Speech samples are ~10 s of one speaker in one emotion (:func:`speech_samples`). Pairs: every sample with
+``--tracks-per-utterance`` tracks drawn at random from all tracks. Nothing is
 held out here: ``train_bgm_fit.py`` holds out whole speakers and whole tracks.
 """
 from __future__ import annotations
@@ -94,6 +95,38 @@ def speech_table(root: Path) -> list[dict]:
             v, a = SPEECH_MOOD[r["emotion"]]
             rows.append({"path": str(root / r["path"]), "speaker": r["speaker"], "emotion": r["emotion"],
                          "valence": v, "arousal": a})
+    return rows
+
+
+def speech_samples(root: Path, out: Path, seconds: float = 10.0, gap_s: float = 0.4) -> list[dict]:
+    """Speech samples as the pipeline sees speech: ~``seconds`` of one speaker in one emotion. EmoDB's
+    utterances (2-3 s, padded with silence) are trimmed of their edge silence (librosa, 35 dB below the
+    peak), joined in corpus order with ``gap_s`` of silence between them until a sample reaches ``seconds``,
+    and written as 16 kHz WAV files under ``out`` (rows as :func:`speech_table`, plus ``utterances``).
+
+    A single padded utterance reads differently from running speech: its pause share is the padding, and a
+    model trained on such clips read trimmed, continuous narration as agitated (docs/bgm_fit.md)."""
+    import librosa
+
+    from media.io import read_audio, write_audio
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in speech_table(root):
+        groups.setdefault((r["speaker"], r["emotion"]), []).append(r)
+    gap = np.zeros(int(gap_s * 16000), np.float32)
+    rows = []
+    for (speaker, emotion), utts in sorted(groups.items()):
+        parts, names, k = [], [], 0
+        for n, r in enumerate(utts):
+            y, _ = librosa.effects.trim(read_audio(r["path"], sr=16000), top_db=35)
+            parts += [y, gap]
+            names.append(Path(r["path"]).stem)
+            if sum(len(p) for p in parts) >= seconds * 16000 or n == len(utts) - 1:
+                path = out / f"emodb_{speaker}_{emotion}_{k:02d}.wav"
+                write_audio(path, np.concatenate(parts[:-1]), 16000)
+                rows.append({**r, "path": str(path), "utterances": names})
+                parts, names, k = [], [], k + 1
     return rows
 
 
@@ -157,7 +190,7 @@ def build(out: Path, tracks_per_utterance: int = 10, seed: int = 0, workers: int
     from training.bgm_features import DEFAULT_CACHE, window_features
 
     root = media_root()
-    speech, music = speech_table(root), music_table(root)
+    speech, music = speech_samples(root, out.parent / "speech_samples"), music_table(root)
     s_feats, s_err = window_features([r["path"] for r in speech], speech=True, cache=cache or DEFAULT_CACHE,
                                      workers=workers, desc="speech features")
     m_feats, m_err = window_features([r["path"] for r in music], speech=False, cache=cache or DEFAULT_CACHE,
@@ -172,7 +205,7 @@ def build(out: Path, tracks_per_utterance: int = 10, seed: int = 0, workers: int
     fit, _ = rule_fit(speech, music, s_vec, m_vec, pairs)
     ratings = ratings_from_fit(fit)
 
-    rel = lambda p: str(Path(p).relative_to(root))
+    rel = lambda p: str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p)
     items, labels = [], []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for n, ((i, j), rating, f) in enumerate(zip(pairs, ratings, fit)):
@@ -197,7 +230,7 @@ def build(out: Path, tracks_per_utterance: int = 10, seed: int = 0, workers: int
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.make_bgm_fit_labels", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "data" / "bgm_fit" / "labels"), help="export folder (holds bgm_fit/)")
-    ap.add_argument("--tracks-per-utterance", type=int, default=10)
+    ap.add_argument("--tracks-per-utterance", type=int, default=80, help="tracks paired with each speech sample")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)

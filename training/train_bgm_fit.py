@@ -44,7 +44,7 @@ from models.bgm_fit import BGMFitNet, rating_target
 from models.provenance import save_results
 
 TASK = "bgm_fit"
-_EMODB = re.compile(r"^(\d\d)[a-z]\d\d[A-Z][a-z]?$")
+_EMODB = re.compile(r"^(\d\d)[a-z]\d\d[A-Z][a-z]?$|^emodb_(\d\d)_")  # an utterance, or a joined sample
 
 
 # ------------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def read_labels(datasets_: list[str], task: str = TASK) -> list[dict]:
 def speech_group(path: str) -> str:
     stem = Path(path).stem
     m = _EMODB.match(stem)
-    return f"emodb:{m.group(1)}" if m else stem
+    return f"emodb:{m.group(1) or m.group(2)}" if m else stem
 
 
 def track_group(path: str) -> str:
