@@ -321,14 +321,15 @@ def _mel_band_power(mel: np.ndarray) -> np.ndarray:
 
 
 def iter_fused(path: str | os.PathLike, *, speech: bool, window_s: float = WINDOW_S,
-               hop_s: float = HOP_S,
-               max_seconds: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+               hop_s: float = HOP_S, max_seconds: float | None = None,
+               tap=None) -> Iterator[tuple[float, np.ndarray]]:
     """Stream ``(start_s, vector)`` for the windows of ``path`` (decoded at ``SR``, mono).
 
     Windows start at ``0, hop_s, 2 hop_s, ...``; each is the same vector that
     :func:`fused_window` gives for that slice of :func:`media.io.read_audio`. Memory holds at
     most ``window_s + hop_s`` seconds of audio. ``max_seconds`` stops reading there (windows
-    end by it). Raises :class:`MediaError` for unreadable files and for files (or
+    end by it). ``tap(chunk)``, when given, sees every decoded chunk (``hop_s`` seconds at ``SR``,
+    float32, in order) before its windows are computed: a second analysis in the same pass. Raises :class:`MediaError` for unreadable files and for files (or
     ``max_seconds``) shorter than ``MIN_SECONDS``.
     """
     if not 0 < hop_s <= window_s:
@@ -340,11 +341,11 @@ def iter_fused(path: str | os.PathLike, *, speech: bool, window_s: float = WINDO
     win, hop = round(window_s * SR), round(hop_s * SR)
     limit = None if max_seconds is None else round(max_seconds * SR)
     chunks = iter_audio_chunks(path, sr=SR, chunk_s=hop_s)
-    return _windows(chunks, win, hop, limit, speech, os.fspath(path))
+    return _windows(chunks, win, hop, limit, speech, os.fspath(path), tap)
 
 
 def _windows(chunks: Iterator[np.ndarray], win: int, hop: int, limit: int | None,
-             speech: bool, name: str) -> Iterator[tuple[float, np.ndarray]]:
+             speech: bool, name: str, tap=None) -> Iterator[tuple[float, np.ndarray]]:
     buf = np.zeros(0, np.float32)
     start = 0  # sample index of buf[0]
     read = 0
@@ -353,6 +354,8 @@ def _windows(chunks: Iterator[np.ndarray], win: int, hop: int, limit: int | None
         if limit is not None:
             chunk = chunk[:max(0, limit - read)]
         read += len(chunk)
+        if tap is not None:
+            tap(chunk)
         buf = np.concatenate([buf, chunk])
         while len(buf) >= win:
             yield start / SR, fused_window(buf[:win], SR, speech=speech)

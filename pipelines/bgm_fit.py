@@ -329,21 +329,14 @@ def segment(starts: np.ndarray, duration_s: float, deep: np.ndarray, pause: np.n
     return list(itertools.pairwise(edges))
 
 
-def snap_to_pauses(path: Path, cuts: list[float], window_s: float = SNAP_S) -> list[float]:
-    """Each cut moved to the middle of the longest pause (frames 25 dB below the loud frames, media.mix's
-    frame RMS) within ``window_s`` of it; a cut with no pause there stays."""
-    from media.io import MediaError, read_audio
-    from media.mix import frame_rms_db
-
+def snap_to_pauses(frame_db: np.ndarray, cuts: list[float], window_s: float = SNAP_S, hop_s: float = 0.01) -> list[float]:
+    """Each cut moved to the middle of the longest pause within ``window_s`` of it: frames (``frame_db``,
+    media.mix.frame_rms_db every ``hop_s`` of the whole recording) 25 dB below the loud frames around the
+    cut (their 95th percentile), or below -60 dBFS; a pause must last 150 ms. A cut with none stays."""
     out = []
     for t in cuts:
-        lo = max(0.0, t - window_s)
-        try:
-            y = read_audio(path, sr=16000, start=lo, end=t + window_s)
-        except MediaError:
-            out.append(t)
-            continue
-        db = frame_rms_db(y, 16000)
+        lo = max(0, int((t - window_s) / hop_s))
+        db = frame_db[lo:int((t + window_s) / hop_s)]
         if not len(db):
             out.append(t)
             continue
@@ -356,7 +349,7 @@ def snap_to_pauses(path: Path, cuts: list[float], window_s: float = SNAP_S) -> l
                 if run > best_len:
                     best, best_len = k - run / 2, run
                 run = 0
-        out.append(lo + best * 0.01 if best is not None and best_len >= 15 else t)  # >= 150 ms
+        out.append((lo + best) * hop_s if best is not None and best_len * hop_s >= 0.15 else t)
     return out
 
 
@@ -413,8 +406,9 @@ def reasons(model, speech: dict, track: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # the pipeline
 # ------------------------------------------------------------------------------------------------
-def _read_speech(speech: Path, max_seconds: float, say) -> tuple[float, np.ndarray, np.ndarray]:
-    """(duration, window starts, fused speech vectors) of a file, streamed; BGMFitError when unusable."""
+def _read_speech(speech: Path, max_seconds: float, say) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(duration, window starts, fused speech vectors, 10 ms frame levels in dBFS) of a file, streamed in one
+    decoding pass; BGMFitError when unusable."""
     from media.fused import iter_fused
     from media.io import MediaError, probe
 
@@ -428,9 +422,15 @@ def _read_speech(speech: Path, max_seconds: float, say) -> tuple[float, np.ndarr
     if info.duration > max_seconds + 1:
         raise BGMFitError(f"the recording is {info.duration / 60:.1f} min long; the limit is {max_seconds / 60:.0f} min "
                           "(AVSTUDIO_BGM_FIT_MAX_SECONDS or --max-seconds)")
-    starts, rows = [], []
+    from media.mix import frame_rms_db
+
+    starts, rows, envelope = [], [], []
+
+    def tap(chunk: np.ndarray) -> None:  # 10 ms frame levels of the whole file, in the same decoding pass
+        envelope.append(frame_rms_db(chunk, 16000).astype(np.float32))
+
     try:
-        for start, vec in iter_fused(speech, speech=True, max_seconds=max_seconds + 1):
+        for start, vec in iter_fused(speech, speech=True, max_seconds=max_seconds + 1, tap=tap):
             starts.append(start)
             rows.append(vec)
             say(0.05 + 0.7 * min(1.0, start / max(info.duration, 1e-9)), "reading the speech")
@@ -438,7 +438,7 @@ def _read_speech(speech: Path, max_seconds: float, say) -> tuple[float, np.ndarr
         raise BGMFitError(f"'{speech.name}': {err}") from None
     vectors = np.stack(rows)
     duration = min(info.duration, float(starts[-1]) + 10.0) if info.duration else float(starts[-1]) + 10.0
-    return duration, np.array(starts), vectors
+    return duration, np.array(starts), vectors, np.concatenate(envelope)
 
 
 def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=None, max_seconds: float | None = None,
@@ -471,7 +471,7 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
     with timed(timings, "library"):
         lib = load_library(library, model)
     with timed(timings, "features"):
-        duration, starts, vectors = _read_speech(speech, limit, say)
+        duration, starts, vectors, frame_db = _read_speech(speech, limit, say)
     silent = _silent(vectors)
     if silent.all():
         raise BGMFitError(f"no speech in '{speech.name}': it is silent")
@@ -489,7 +489,7 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
         deep = model.speech_features(vectors)
         bounds = segment(starts, duration, deep, pause, min_segment_s=min_segment_s)
         if len(bounds) > 1:
-            cuts = snap_to_pauses(speech, [b[0] for b in bounds[1:]])
+            cuts = snap_to_pauses(frame_db, [b[0] for b in bounds[1:]])
             edges = [0.0, *cuts, duration]
             bounds = list(itertools.pairwise(edges))
     say(0.82, "ranking tracks")

@@ -57,7 +57,18 @@ def score(audio: str | None, video: str | None, library: str, tracks: list[str] 
     result = run(bgm_fit.fit_bgm, speech, out_path=out, library=index, duck_db=float(duck_db), progress=progress)
     mix = result.output_path
     return (bgm_fit.plot_timeline(result), _timeline_markdown(result), mix if mix and not video else None,
-            mix if mix and video else None, result.summary(paths=False))
+            mix if mix and video else None, _names_only(result.summary(paths=False)))
+
+
+def _names_only(details: dict) -> dict:
+    """The result for the browser: library tracks by file name (key ``track``), not by their path on the
+    server (and not under a ``path`` key, which Gradio's client would take for a file to download)."""
+    for seg in details["segments"]:
+        for track in [*seg["tracks"], seg["chosen"]]:
+            track["track"] = Path(track.pop("path")).name
+    details["chosen"] = [Path(p).name for p in details["chosen"]]
+    details["library"] = Path(details["library"]).name
+    return details
 
 
 def build() -> None:

@@ -91,3 +91,23 @@ def test_music_face_bad_input_through_the_api(client, tmp_path):
     with pytest.raises(Exception, match="silent"):
         client.predict(handle_file(str(examples / "lipsync_astronaut.jpg")), handle_file(str(silent)),
                        ["smile"], 1.0, 25, api_name="/music_face")
+
+
+def test_bgm_fit_through_the_api(client, media, tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    plot, timeline, mix, mix_video, details = client.predict(
+        handle_file(str(examples / "bgm_speech.ogg")), None, "Bundled library", None, -15, api_name="/bgm_fit")
+    assert plot is not None and mix_video is None and "| segment |" in timeline
+    assert details["segments"] and details["mix"]["duck_db"] == -15 and abs(details["mix"]["loudness_lufs"] + 16) < 0.5
+    assert probe(mix).duration == pytest.approx(details["duration_s"], abs=0.2)
+    # your own tracks: indexed on the spot, and only they are ranked
+    tracks = [handle_file(str(media / "music" / n)) for n in ("wesnoth_elf-land.ogg", "etr_race1-jt.ogg")]
+    _, timeline, _, _, details = client.predict(handle_file(str(examples / "bgm_speech.ogg")), None,
+                                                "My uploaded tracks", tracks, -12, api_name="/bgm_fit")
+    names = {t["track"] for s in details["segments"] for t in s["tracks"]}
+    assert names <= {"wesnoth_elf-land.ogg", "etr_race1-jt.ogg"} and details["mix"]["duck_db"] == -12
+    with pytest.raises(Exception, match="not speech"):
+        client.predict(handle_file(str(media / "music" / "wesnoth_loyalists.ogg")), None, "Bundled library", None,
+                       -15, api_name="/bgm_fit")

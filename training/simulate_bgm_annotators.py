@@ -4,7 +4,7 @@
 
 The bootstrap rule (``training/make_bgm_fit_labels.py``) knows nothing about drums. Three simulated
 annotators do: each rates a pair as the rule does, minus 2 when the track is drum-heavy (its percussive
-share, librosa HPSS on the first 30 s, is in the top third of the tracks), plus their own noise (a normal
+share, librosa HPSS on 12 s, is in the top third of the tracks), plus their own noise (a normal
 of sd 0.5, rounded; ratings clipped to 1..5). They label ``--pairs`` pairs (default 300, from the
 training side of the bundled model's hold-out) **through the labelling suite**: a ``bgm`` task in a fresh
 label store, each annotator taking items with ``next_item`` and rating them with ``submit``, three ratings
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import uuid
@@ -35,14 +36,17 @@ NOISE_SD = 0.5
 
 
 def percussive_share(path: str) -> float:
-    """Energy of the percussive part (librosa HPSS, median filters) over the total, first 30 s at 22.05 kHz."""
+    """Energy of the percussive part (librosa HPSS, median filters of 17 bins / frames) over the total, of
+    12 s from the middle of the first 30 s, at 16 kHz."""
     import librosa
 
     from media.io import read_audio
 
-    y = read_audio(path, sr=22050, end=30.0)
-    stft = librosa.stft(y)
-    _, perc = librosa.decompose.hpss(np.abs(stft))
+    y = read_audio(path, sr=16000, start=9.0, end=21.0)
+    if len(y) < 16000:
+        y = read_audio(path, sr=16000, end=12.0)
+    stft = librosa.stft(y, n_fft=1024, hop_length=256)
+    _, perc = librosa.decompose.hpss(np.abs(stft), kernel_size=17)
     return float((perc ** 2).sum() / ((np.abs(stft) ** 2).sum() + 1e-12))
 
 
@@ -57,6 +61,8 @@ def label_through_store(pairs: list[dict], drummy: dict, media_root: Path, out: 
 
     rng = np.random.default_rng(seed)
     work = Path(tempfile.mkdtemp(prefix="bgm_sim_"))
+    # the bootstrap's joined speech samples live outside the media collection: one root above both
+    media_root = Path(os.path.commonpath([str(media_root), *(p["speech"] for p in pairs), *(p["bgm"] for p in pairs)]))
     store = Store(f"sqlite:///{work / 'labels.db'}", data=work)
     items, by_key = [], {}
     for n, p in enumerate(pairs):
@@ -82,6 +88,7 @@ def write_rule_export(pairs: list[dict], media_root: Path, out: Path) -> str:
     """The same pairs with the rule's ratings, as an export (the control)."""
     from annotation.export import export
 
+    media_root = Path(os.path.commonpath([str(media_root), *(p["speech"] for p in pairs), *(p["bgm"] for p in pairs)]))
     items = [{"item_id": n + 1, "item_key": f"rule{n:04d}", "is_gold": False,
               "payload": {"speech": str(Path(p["speech"]).relative_to(media_root)),
                           "bgm": str(Path(p["bgm"]).relative_to(media_root))}} for n, p in enumerate(pairs)]
@@ -150,7 +157,17 @@ def main(argv=None) -> int:
     all_tracks = sorted({r["bgm"] for r in picked} | set(tracks))
     from tqdm import tqdm
 
-    share = {t: percussive_share(t) for t in tqdm(all_tracks, desc="percussive share", file=sys.stderr)}
+    from concurrent.futures import ProcessPoolExecutor
+
+    cached = work / "percussive_share.json"
+    share = json.loads(cached.read_text()) if cached.is_file() else {}
+    todo = [t for t in all_tracks if t not in share]
+    with ProcessPoolExecutor(2) as pool:
+        values = list(tqdm(pool.map(percussive_share, todo, chunksize=8), total=len(todo),
+                           desc="percussive share", file=sys.stderr))
+    share.update(zip(todo, values))
+    work.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(share))
     cut = float(np.quantile(list(share.values()), 2 / 3))
     drummy = {t: s > cut for t, s in share.items()}
     sim_rng = np.random.default_rng(args.seed + 1)
