@@ -7,12 +7,14 @@ so that the model's head only re-scores the top few exactly.
 * Similarity is cosine: vectors are L2-normalised and compared by inner product (scores in [-1, 1]).
 * ``kind="auto"`` is exact search (``IndexFlatIP``) up to :data:`FLAT_MAX` vectors and IVF above it
   (``IndexIVFFlat``, ``nlist = 4 * sqrt(n)``, ``nprobe`` = :data:`IVF_NPROBE`). IVF was chosen over HNSW by
-  measurement on 1,000,000 clustered vectors on the project's 2-core CPU (``benchmarks/bgm_index.py``,
-  ``benchmarks/results/bgm_index.json``, a clustered stand-in library): both meet p50 < 5 ms at
+  measurement on 1,000,000 clustered vectors on the project's 2-core CPU (``benchmarks/bgm_index.py``, a
+  clustered stand-in of d=128, results now in ``benchmarks/results/history/``): both met p50 < 5 ms at
   recall@10 >= 0.95 (IVF nprobe=32: p50 0.31 ms, recall 1.00; HNSW M=32, efSearch=64: p50 0.16 ms, recall
   0.985), but IVF built in 42 s vs 115 s and took 532 MB vs 794 MB (it keeps no graph beside the vectors).
-  nprobe=32 is 8x the 4 that already reached recall 0.9997 there: a margin for real features, which
-  cluster less cleanly, at 0.3 ms. ``kind="hnsw"`` (``IndexHNSWFlat``, inner product) stays available.
+  On the real library's deep features replicated to 1,000,000 (``--real``, d=32,
+  ``benchmarks/results/bgm_index.json``) they cluster less cleanly: recall@10 was 0.957 at nprobe=32 and
+  0.982 at 64, both at p50 ~0.3 ms, so ``IVF_NPROBE`` is 64. ``kind="hnsw"`` (``IndexHNSWFlat``, inner
+  product) stays available.
 * :meth:`TrackIndex.search` returns the best ``k`` distinct TRACKS: the windows of one track collapse to
   its best window, and more windows than ``k`` are searched (doubling until ``k`` tracks are found).
 * :meth:`TrackIndex.save` / :meth:`TrackIndex.load`: ``index.faiss`` (``faiss.write_index``),
@@ -34,7 +36,7 @@ from media.errors import AVStudioError
 FLAT_MAX = 50_000
 """Below or at this many vectors ``kind="auto"`` is exact search (a flat scan of 50,000 x 128 floats is
 well under a millisecond's worth of arithmetic per query)."""
-IVF_NPROBE = 32
+IVF_NPROBE = 64
 """Inverted lists visited per query (of ``nlist = 4 * sqrt(n)``); the 1M measurement: see the module docstring."""
 IVF_TRAIN_PER_LIST = 40
 """k-means for the IVF centroids runs on at most this many vectors per list (faiss asks for >= 39)."""

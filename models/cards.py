@@ -126,13 +126,14 @@ def render(*, title: str, summary: str, tags: list[str], pipeline_tag: str, inte
 
 def bundled_models() -> list:
     """(model class, bundled folder, figures for its card) of the bundled models."""
-    from models import audio_encoder, face_controls, lipsync, syncnet
+    from models import audio_encoder, bgm_fit, face_controls, lipsync, syncnet
 
     return [(syncnet.SyncNet, syncnet.DEFAULT_WEIGHTS, syncnet.CARD_EVALUATION),
             (syncnet.SyncNet, syncnet.JUDGE_DEFAULT_WEIGHTS, syncnet.JUDGE_CARD_EVALUATION),
             (lipsync.LipSyncNet, lipsync.DEFAULT_WEIGHTS, lipsync.CARD_EVALUATION),
             (audio_encoder.AudioAutoencoder, audio_encoder.DEFAULT_WEIGHTS, audio_encoder.CARD_EVALUATION),
-            (face_controls.ExpressionControls, face_controls.DEFAULT_WEIGHTS, face_controls.CARD_EVALUATION)]
+            (face_controls.ExpressionControls, face_controls.DEFAULT_WEIGHTS, face_controls.CARD_EVALUATION),
+            (bgm_fit.BGMFitNet, bgm_fit.DEFAULT_WEIGHTS, bgm_fit.CARD_EVALUATION)]
 
 
 def refresh_bundled(results: Path = RESULTS) -> None:
