@@ -223,8 +223,8 @@ def _comparison_pairs(n: int) -> list[tuple[int, int]]:
     """Index pairs (a, b), a != b, of ``n`` ratings to compare (see :data:`BT_PARTNERS`)."""
     if n <= 2 * BT_PARTNERS + 1:
         return [(a, b) for a in range(n) for b in range(a + 1, n)]
-    offsets = np.random.default_rng(n).choice(np.arange(1, n), BT_PARTNERS // 2, replace=False)
-    offsets[0] = 1  # the ring a -> a + 1 keeps every rating connected
+    # the ring a -> a + 1 keeps every rating connected; the other offsets are drawn at random
+    offsets = np.r_[1, np.random.default_rng(n).choice(np.arange(2, n), BT_PARTNERS // 2 - 1, replace=False)]
     return [(a, (a + int(k)) % n) for k in offsets for a in range(n)]
 
 

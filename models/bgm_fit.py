@@ -238,9 +238,11 @@ class BGMFitNet(nn.Module):
             metadata=metadata,
             evaluate_with="`python -m training.train_bgm_fit` (held-out AUC and NDCG@5 against baselines) and "
                           "`python -m benchmarks.bgm_fit` (speed, calm-vs-energetic sanity on unseen media)",
-            limitations="Trained on short acted German utterances (EmoDB) and 30 s music previews; long natural "
-                        "speech in other languages differs. The labels encode one rule's idea of fit (see Training "
-                        "data), not listeners' taste. Vocals in the music are not detected.",
+            limitations="Trained on acted German speech (EmoDB, joined into 10 s samples) and 30 s music previews. "
+                        "It reads lively audiobook narration (LJSpeech) as energetic and ranks frantic tracks above "
+                        "calm ones for it (see the evaluation table): natural speech outside acted emotion is not "
+                        "calibrated. The labels encode one rule's idea of fit (see Training data), not listeners' "
+                        "taste. Vocals in the music are not detected.",
             data_names=metadata.get("data_names", ["emodb", "panda4q", "emotify"]))
 
 

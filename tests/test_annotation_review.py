@@ -340,3 +340,49 @@ def test_dataset_card_bgm():
         assert anchor in card
     assert "0.412 (ordinal)" in card and "Bradley-Terry" in card and "eve: gold accuracy 30%" in card
     assert "`speech`" in card and "`bgm`" in card
+
+
+def test_bradley_terry_is_the_maximum_likelihood_fit():
+    """Expected wins equal wins for every item (anchor prior included): the likelihood equations hold."""
+    rng = np.random.default_rng(3)
+    labels = [label(int(i), f"a{a}", int(rng.integers(1, 6)), kind="bgm")
+              for a in range(4) for i in rng.choice(30, 15, replace=False)]
+    strengths = review._bradley_terry(labels)
+    by_annotator = {}
+    for lb in labels:
+        by_annotator.setdefault(lb["annotator"], []).append((lb["item_id"], lb["value"]))
+    games = [((i, j) if ri > rj else (j, i)) for rated in by_annotator.values()
+             for a, b in review._comparison_pairs(len(rated))
+             for (i, ri), (j, rj) in [(rated[a], rated[b])] if ri != rj]
+    games += [g for i in strengths for g in ((i, "anchor"), ("anchor", i))]
+    p = {i: np.exp(s) for i, s in strengths.items()} | {"anchor": 1.0}
+    for i in p:
+        wins = sum(w == i for w, _ in games)
+        expected = sum(p[i] / (p[w] + p[lo]) for w, lo in games if i in (w, lo))
+        assert wins == pytest.approx(expected, abs=1e-6)
+
+
+def test_bradley_terry_comparisons_grow_linearly_for_a_prolific_annotator():
+    small = review._comparison_pairs(2 * review.BT_PARTNERS + 1)
+    assert len(small) == (2 * review.BT_PARTNERS + 1) * review.BT_PARTNERS  # all against all
+    big = review._comparison_pairs(5000)
+    assert len(big) == len(set(big)) == 5000 * review.BT_PARTNERS // 2
+    assert all(a != b for a, b in big) and {a for a, _ in big} == set(range(5000))
+    labels = [label(i, "rule", 1 + i % 5, kind="bgm") for i in range(1, 3001)]
+    strengths = review._bradley_terry(labels)  # 3,000 items from one annotator: seconds, not gigabytes
+    assert len(strengths) == 3000
+    rated_5, rated_1 = range(4, 3001, 5), range(5, 3001, 5)  # rating 1 + i % 5
+    assert min(strengths[i] for i in rated_5) > max(strengths[i] for i in rated_1)
+
+
+def test_export_marks_the_label_source_and_can_keep_paths(tmp_path):
+    meta = {"name": "fit", "kind": "bgm", "media_root": str(tmp_path)}
+    for rel in ("speech/s1.wav", "music/m1.ogg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 10)
+    human = label(1, "ann", 4, kind="bgm")
+    rule = {**label(1, "rule", 2, kind="bgm"), "label_source": "rule"}
+    ds = build_dataset(meta, [human, rule], [item(1, "bgm", root=str(tmp_path))], embed_media=False)
+    assert sorted(ds["labels"]["label_source"]) == ["human", "rule"]
+    assert ds["labels"].features["speech"] == datasets.Value("string")  # a path, not the file's bytes
+    assert ds["labels"]["speech"][0] == str(tmp_path / "speech" / "s1.wav")
