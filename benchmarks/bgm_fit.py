@@ -199,11 +199,40 @@ def sanity(tmp: Path, model) -> dict:
             "held_out_speakers": sorted(held_speakers), "recordings": rows}
 
 
+def detector(model) -> dict:
+    """Files judged speech (at least MIN_SPEECH_SHARE of their non-silent windows) by the model's speech
+    detector and by the hand-written rule, on media no part of the model was fitted on: LJSpeech (speech)
+    and the music/ folder."""
+    from media.fused import FEATURE_NAMES
+    from pipelines.bgm_fit import (
+        MIN_SPEECH_SHARE,
+        SILENT_DB,
+        rule_speech_like,
+        speech_like,
+    )
+    from training.bgm_features import window_features
+
+    media = media_root()
+    sets = {"speech: LJSpeech": (sorted((media / "speech").glob("ljspeech_*.wav")), True),
+            "music: music/": (sorted((media / "music").glob("*")), False)}
+    out = {}
+    loud = FEATURE_NAMES.index("loudness_db")
+    for name, (paths, is_speech) in sets.items():
+        feats, _ = window_features(paths, speech=True, desc=name)
+        row = {"files": len(feats)}
+        for who, fn in (("model", lambda v: speech_like(model, v)), ("rule_baseline", rule_speech_like)):
+            judged = [float(fn(v[v[:, loud] >= SILENT_DB]).mean()) >= MIN_SPEECH_SHARE for v in feats.values()]
+            row[f"{who}_accepted_as_speech"] = float(np.mean(judged))
+        out[name] = row
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bgm_fit", description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=3600.0, help="length of the long recording")
     ap.add_argument("--tracks", type=int, default=1000, help="tracks in the big library")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "indexing", "sanity"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "indexing", "sanity", "detector"],
+                    help="parts not to run; their figures are kept from the existing --out file")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bgm_fit.json")
     args = ap.parse_args(argv)
     from pipelines.bgm_fit import load_model
@@ -211,6 +240,9 @@ def main(argv=None) -> int:
 
     model = load_model()
     results = {}
+    if args.skip and args.out.is_file():  # keep the parts not run now
+        kept = json.loads(args.out.read_text())
+        results = {k: kept[k] for k in args.skip if k in kept}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "sanity" not in args.skip:
@@ -222,6 +254,9 @@ def main(argv=None) -> int:
         if "speed" not in args.skip:
             results["speed"] = speed(tmp, args.seconds, args.tracks, model)
             print({k: v for k, v in results["speed"].items() if k != "pipeline_timings"}, file=sys.stderr)
+    if "detector" not in args.skip:
+        results["detector"] = detector(model)
+        print(results["detector"], file=sys.stderr)
     results["heldout_pairs"] = model.training_metadata.get("heldout")
     results["speech_detector"] = model.training_metadata.get("speech_detector")
     save_results(args.out, results, module="benchmarks.bgm_fit", argv=argv,

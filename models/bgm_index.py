@@ -13,7 +13,8 @@ so that the model's head only re-scores the top few exactly.
   0.985), but IVF built in 42 s vs 115 s and took 532 MB vs 794 MB (it keeps no graph beside the vectors).
   On the real library's deep features replicated to 1,000,000 (``--real``, d=32,
   ``benchmarks/results/bgm_index.json``) they cluster less cleanly: recall@10 was 0.957 at nprobe=32 and
-  0.982 at 64, both at p50 ~0.3 ms, so ``IVF_NPROBE`` is 64. ``kind="hnsw"`` (``IndexHNSWFlat``, inner
+  0.982 at 64 (an earlier model's features; 0.975 and 0.991 with the bundled one), both at p50 ~0.3-0.5 ms,
+  so ``IVF_NPROBE`` is 64. ``kind="hnsw"`` (``IndexHNSWFlat``, inner
   product) stays available.
 * :meth:`TrackIndex.search` returns the best ``k`` distinct TRACKS: the windows of one track collapse to
   its best window, and more windows than ``k`` are searched (doubling until ``k`` tracks are found).

@@ -28,12 +28,12 @@ def load() -> None:
 
 
 def _timeline_markdown(result) -> str:
-    rows = ["| segment | chosen track | fit | next best | why |", "|---|---|---|---|---|"]
+    rows = ["| time | chosen track (fit) | next best | why |", "|---|---|---|---|"]
     for s in result.segments:
-        others = ", ".join(f"{Path(t['path']).stem} ({t['score']:.2f})"
-                           for t in [t for t in s["tracks"] if t["path"] != s["chosen"]["path"]][:3]) or "-"
-        rows.append(f"| {bgm_fit._clock(s['start_s'])}-{bgm_fit._clock(s['end_s'])} | "
-                    f"{Path(s['chosen']['path']).stem} | {s['chosen']['score']:.2f} | {others} | "
+        others = "<br>".join(f"{Path(t['path']).stem} ({t['score']:.2f})"
+                             for t in [t for t in s["tracks"] if t["path"] != s["chosen"]["path"]][:3]) or "-"
+        rows.append(f"| {bgm_fit._clock(s['start_s'])}&#8209;{bgm_fit._clock(s['end_s'])} | "
+                    f"**{Path(s['chosen']['path']).stem}** ({s['chosen']['score']:.2f}) | {others} | "
                     f"{'<br>'.join(s['reasons'])} |")
     return "\n".join(rows)
 
@@ -86,7 +86,7 @@ def build() -> None:
             plot = gr.Plot(show_label=False)
             timeline = gr.Markdown()
             mix_audio = gr.Audio(label="Mix", type="filepath")
-            mix_video = gr.Video(label="Mix (video)")
+            mix_video = gr.Video(label="Mix (when the speech came as a video)")
             details = gr.JSON(label="Details", open=False)
     example = EXAMPLES / "bgm_speech.ogg"
     if example.is_file():

@@ -99,7 +99,7 @@ def test_bgm_fit_through_the_api(client, media, tmp_path):
     examples = Path(__file__).resolve().parents[1] / "examples"
     plot, timeline, mix, mix_video, details = client.predict(
         handle_file(str(examples / "bgm_speech.ogg")), None, "Bundled library", None, -15, api_name="/bgm_fit")
-    assert plot is not None and mix_video is None and "| segment |" in timeline
+    assert plot is not None and mix_video is None and "| time |" in timeline
     assert details["segments"] and details["mix"]["duck_db"] == -15 and abs(details["mix"]["loudness_lufs"] + 16) < 0.5
     assert probe(mix).duration == pytest.approx(details["duration_s"], abs=0.2)
     # your own tracks: indexed on the spot, and only they are ranked

@@ -185,12 +185,16 @@ def ratings_from_fit(fit: np.ndarray) -> np.ndarray:
 
 
 def build(out: Path, tracks_per_utterance: int = 10, seed: int = 0, workers: int = 2,
-          cache: Path | None = None) -> dict:
+          cache: Path | None = None, natural: list[str] = ()) -> dict:
     from annotation.export import export
     from training.bgm_features import DEFAULT_CACHE, window_features
 
-    root = media_root()
+    root, out = media_root(), Path(out).resolve()
     speech, music = speech_samples(root, out.parent / "speech_samples"), music_table(root)
+    # unlabelled natural speech: no emotion label (valence and label arousal 0); its measured energy is
+    # judged against the other natural speech (one pool), so typical natural delivery reads as moderate
+    speech += [{"path": str(Path(p).resolve()), "speaker": "natural", "emotion": "unlabelled", "valence": 0.0,
+                "arousal": 0.0} for p in sorted(natural)]
     s_feats, s_err = window_features([r["path"] for r in speech], speech=True, cache=cache or DEFAULT_CACHE,
                                      workers=workers, desc="speech features")
     m_feats, m_err = window_features([r["path"] for r in music], speech=False, cache=cache or DEFAULT_CACHE,
@@ -231,10 +235,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.make_bgm_fit_labels", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "data" / "bgm_fit" / "labels"), help="export folder (holds bgm_fit/)")
     ap.add_argument("--tracks-per-utterance", type=int, default=80, help="tracks paired with each speech sample")
+    ap.add_argument("--natural-speech", action="append", default=[],
+                    help="glob of unlabelled natural speech (audio or video) to add (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    info = build(Path(args.out), args.tracks_per_utterance, args.seed, args.workers)
+    import glob
+
+    info = build(Path(args.out), args.tracks_per_utterance, args.seed, args.workers,
+                 natural=[f for g in args.natural_speech for f in glob.glob(g, recursive=True)])
     print(json.dumps({k: v for k, v in info.items() if k != "skipped"}, indent=1))
     for path, err in info["skipped"].items():
         print(f"skipped {path}: {err}", file=sys.stderr)

@@ -11,10 +11,10 @@ music, drawn afresh each epoch; target ``(rating - 1) / 4``.
 
 Steps (every parameter is a flag):
  1. features: fused vectors of every speech and music file (``training.bgm_features``, cached);
- 2. hold-out: whole speakers and whole tracks. A speech file's group is its speaker (EmoDB names) or the
-    file; a track's group is the file. A group is held out when the MD5 of its name falls in the
-    ``--holdout`` fraction (or it is listed with ``--holdout-speech`` / ``--holdout-tracks``). Pairs with
-    both sides held out are the test set; pairs with either side held out are not trained on;
+ 2. hold-out: whole speakers and whole tracks. A speech file's group is its speaker (EmoDB names) or its
+    source; a track's group is the file. A group is held out when the MD5 of its name falls in the
+    ``--holdout`` fraction (or it is listed with ``--holdout-speech`` / ``--holdout-tracks``); a source
+    is the file name's first "_" part. Pairs with both sides held out are the test set; pairs with either side held out are not trained on;
  3. standardisation statistics (model buffers) from the training pairs' vectors;
  4. AdamW on BCE(head) + ``--cos-weight`` x BCE(cosine of the deep features), ``--epochs`` epochs;
  5. held-out evaluation (:func:`evaluate`): AUC of fitting (rating >= 4) vs not fitting (rating <= 2) and
@@ -83,9 +83,11 @@ def read_labels(datasets_: list[str], task: str = TASK) -> list[dict]:
 
 
 def speech_group(path: str) -> str:
+    """EmoDB: the speaker; any other recording: its source (the file name up to the first "_", as the media
+    collection names files), so that one speaker's several files never sit on both sides."""
     stem = Path(path).stem
     m = _EMODB.match(stem)
-    return f"emodb:{m.group(1) or m.group(2)}" if m else stem
+    return f"emodb:{m.group(1) or m.group(2)}" if m else stem.split("_")[0]
 
 
 def track_group(path: str) -> str:
