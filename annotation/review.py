@@ -239,8 +239,8 @@ def _bradley_terry(labels: list[Mapping]) -> dict[int, float]:
 
     Fitted by maximum likelihood with Hunter's MM iterations over the list of comparisons (memory and time
     linear in the comparisons; the fit meets the likelihood equations, expected wins = wins, to 1e-8).
-    crowd-kit's ``BradleyTerry``, used before, holds dense item-by-item tables (11 GB for a 21,000-item task)
-    and stops short of the maximum.
+    crowd-kit's ``BradleyTerry``, used before, holds dense item-by-item tables (11 GB for a 21,000-item task);
+    on a 30-item check its strengths differed from this fit by up to 1.75 in log units.
     """
     by_annotator: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for lb in labels:

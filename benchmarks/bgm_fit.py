@@ -34,14 +34,9 @@ import numpy as np
 import soundfile as sf
 
 from models.provenance import save_results
+from training.make_bgm_fit_labels import media_root
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def media_root() -> Path:
-    import os
-
-    return Path(os.environ.get("AVSTUDIO_MEDIA", ROOT.parent / "shared" / "media")).resolve()
 
 
 def long_recording(path: Path, seconds: float, sr: int = 44100) -> float:
@@ -203,26 +198,26 @@ def detector(model) -> dict:
     """Files judged speech (at least MIN_SPEECH_SHARE of their non-silent windows) by the model's speech
     detector and by the hand-written rule, on media no part of the model was fitted on: LJSpeech (speech)
     and the music/ folder."""
-    from media.fused import FEATURE_NAMES
     from pipelines.bgm_fit import (
         MIN_SPEECH_SHARE,
-        SILENT_DB,
+        _silent,
         rule_speech_like,
-        speech_like,
+        speech_share,
     )
     from training.bgm_features import window_features
 
     media = media_root()
-    sets = {"speech: LJSpeech": (sorted((media / "speech").glob("ljspeech_*.wav")), True),
-            "music: music/": (sorted((media / "music").glob("*")), False)}
+    sets = {"speech: LJSpeech": sorted((media / "speech").glob("ljspeech_*.wav")),
+            "music: music/": sorted((media / "music").glob("*"))}
     out = {}
-    loud = FEATURE_NAMES.index("loudness_db")
-    for name, (paths, is_speech) in sets.items():
+    for name, paths in sets.items():
         feats, _ = window_features(paths, speech=True, desc=name)
         row = {"files": len(feats)}
-        for who, fn in (("model", lambda v: speech_like(model, v)), ("rule_baseline", rule_speech_like)):
-            judged = [float(fn(v[v[:, loud] >= SILENT_DB]).mean()) >= MIN_SPEECH_SHARE for v in feats.values()]
-            row[f"{who}_accepted_as_speech"] = float(np.mean(judged))
+        # the model's judgement exactly as fit_bgm makes it; the rule's on the same non-silent windows
+        judged = [(speech_share(model, v) or 0.0) >= MIN_SPEECH_SHARE for v in feats.values()]
+        row["model_accepted_as_speech"] = float(np.mean(judged))
+        judged = [float(rule_speech_like(v[~_silent(v)]).mean()) >= MIN_SPEECH_SHARE for v in feats.values()]
+        row["rule_baseline_accepted_as_speech"] = float(np.mean(judged))
         out[name] = row
     return out
 

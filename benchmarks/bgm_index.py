@@ -38,13 +38,12 @@ from models.provenance import save_results
 
 def real_library() -> tuple[np.ndarray, np.ndarray]:
     """(deep features (n, 32), track ids (n,)) of the media collection's music tracks, per 10 s window."""
-    import os
-
     from models.bgm_fit import BGMFitNet
     from pipelines.common import settings
     from training.bgm_features import window_features
+    from training.make_bgm_fit_labels import media_root
 
-    media = Path(os.environ.get("AVSTUDIO_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+    media = media_root()
     paths = sorted((media / "music").glob("*")) + sorted((media / "music_emotion").glob("*/*/*.opus"))
     feats, _ = window_features(paths, speech=False)
     model = BGMFitNet.from_pretrained(settings().bgm_fit)

@@ -79,6 +79,7 @@ from scipy.signal import find_peaks
 from media.io import MediaError, iter_audio_chunks, probe
 
 __all__ = [
+    "FEATURE_INDEX",
     "FEATURE_NAMES",
     "HOP_S",
     "MIN_SECONDS",
@@ -126,7 +127,7 @@ _PROSODY = ["f0_median_st", "f0_range_st", "f0_std_st", "voiced_ratio", "speakin
 FEATURE_NAMES: list[str] = (_LEVEL + _ZCR + _SPECTRAL + _CONTRAST + _MFCC + _CHROMA + _RHYTHM
                             + _PROSODY)
 D = len(FEATURE_NAMES)
-_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}  # name -> column
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -172,9 +173,9 @@ def _check(y: np.ndarray, sr: int) -> np.ndarray:
 def _silence_vector(speech: bool) -> np.ndarray:
     vec = np.zeros(D, np.float32)
     for name in ("rms_db_mean", "loudness_db"):
-        vec[_INDEX[name]] = DB_FLOOR
+        vec[FEATURE_INDEX[name]] = DB_FLOOR
     if speech:
-        vec[_INDEX["pause_ratio"]] = 1.0
+        vec[FEATURE_INDEX["pause_ratio"]] = 1.0
     return vec
 
 

@@ -71,13 +71,6 @@ class Melody:
     f0_hz: np.ndarray = field(repr=False)  # per HOP_S frame, NaN where unvoiced
     pitch_track: np.ndarray = field(repr=False)  # corrected, rounded pitch per frame, NaN where unvoiced
 
-    def pitch_classes(self) -> np.ndarray:
-        """(frames,) pitch class 0..11 of each voiced frame of the note track, -1 where silent."""
-        out = np.full(len(self.pitch_track), -1)
-        ok = np.isfinite(self.pitch_track)
-        out[ok] = self.pitch_track[ok].astype(int) % 12
-        return out
-
 
 def _circular_offset(dev: np.ndarray, voiced: np.ndarray, window: int) -> np.ndarray:
     """Per frame: the circular mean of ``dev`` (semitone offsets in -0.5..0.5) over voiced frames within

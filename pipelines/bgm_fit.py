@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,9 @@ def load_model(dir_or_repo: str | Path | None = None):
     return load_pretrained(BGMFitNet, str(dir_or_repo or settings().bgm_fit), "BGM fit model")
 
 
+@lru_cache(maxsize=8)
 def _model_sha(model) -> str:
-    """SHA-256 of the model's tensors (what an index was built with)."""
+    """SHA-256 of the model's tensors (what an index was built with); once per model object."""
     import hashlib
 
     h = hashlib.sha256()
@@ -154,10 +156,10 @@ def _library_files(library: str | Path) -> tuple[Path, list[Path]]:
 
 def describe(vectors: np.ndarray) -> dict:
     """The few descriptors the reasons are written from, of a (n, D) block of fused vectors (their mean)."""
-    from media.fused import FEATURE_NAMES, summary
+    from media.fused import FEATURE_INDEX as idx
+    from media.fused import summary
 
     v = summary(vectors)
-    idx = {n: i for i, n in enumerate(FEATURE_NAMES)}
     keys = ("rms_db_std", "tempo_bpm", "onset_rate_hz", "beat_strength", "centroid_mean_hz", "f0_range_st",
             "speaking_rate_hz", "pause_ratio")
     return {k: round(float(v[idx[k]]), 3) for k in keys}
@@ -243,14 +245,26 @@ class Library:
 
 def load_library(folder: str | Path | None = None, model=None) -> Library:
     """An index written by :func:`index_library` (default: the bundled one, AVSTUDIO_BGM_LIBRARY); BGMFitError
-    when it is missing, broken, or built with other model weights than ``model``."""
-    from models.bgm_index import TrackIndex, TrackIndexError
-
-    folder = Path(folder or settings().bgm_library)
+    when it is missing, broken, or built with other model weights than ``model``. Loaded once per process
+    and folder (again when its library.json changes)."""
+    folder = Path(folder or settings().bgm_library).resolve()
     meta_path = folder / "library.json"
     if not meta_path.is_file():
         raise BGMFitError(f"'{folder}' is not a BGM library index (no library.json): build one with "
                           "`python -m pipelines.bgm_fit index LIBRARY --out INDEX`")
+    lib, sha = _read_library(folder, meta_path.stat().st_mtime_ns)
+    if model is not None and sha != _model_sha(model):
+        raise BGMFitError(f"the library index '{folder}' was built with other model weights: rebuild it with "
+                          "`python -m pipelines.bgm_fit index`")
+    return lib
+
+
+@lru_cache(maxsize=8)
+def _read_library(folder: Path, mtime_ns: int) -> tuple[Library, str | None]:
+    """(the library, the SHA-256 of the weights it was built with); ``mtime_ns`` keys the cache."""
+    from models.bgm_index import TrackIndex, TrackIndexError
+
+    meta_path = folder / "library.json"
     try:
         meta = json.loads(meta_path.read_text())
         index = TrackIndex.load(folder)
@@ -259,10 +273,7 @@ def load_library(folder: str | Path | None = None, model=None) -> Library:
         raise BGMFitError(f"the library index '{folder}' is broken: {err}") from None
     if not meta.get("tracks") or len(embeddings) != len(index.track_ids):
         raise BGMFitError(f"the library index '{folder}' is empty or incomplete: rebuild it")
-    if model is not None and meta.get("model_sha256") != _model_sha(model):
-        raise BGMFitError(f"the library index '{folder}' was built with other model weights: rebuild it with "
-                          "`python -m pipelines.bgm_fit index`")
-    return Library(folder, index, embeddings, index.track_ids, meta["tracks"])
+    return Library(folder, index, embeddings, index.track_ids, meta["tracks"]), meta.get("model_sha256")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,17 +286,23 @@ def speech_like(model, vectors: np.ndarray) -> np.ndarray:
 
 def rule_speech_like(vectors: np.ndarray) -> np.ndarray:
     """(n,) bool: the hand-written baseline (SPEECH_RULE, 2 of 3)."""
-    from media.fused import FEATURE_NAMES
+    from media.fused import FEATURE_INDEX as idx
 
-    idx = {n: i for i, n in enumerate(FEATURE_NAMES)}
     votes = sum((np.asarray(vectors)[:, idx[k]] > v).astype(int) for k, v in SPEECH_RULE.items())
     return votes >= 2
 
 
 def _silent(vectors: np.ndarray) -> np.ndarray:
-    from media.fused import FEATURE_NAMES
+    from media.fused import FEATURE_INDEX
 
-    return np.asarray(vectors)[:, FEATURE_NAMES.index("loudness_db")] < SILENT_DB
+    return np.asarray(vectors)[:, FEATURE_INDEX["loudness_db"]] < SILENT_DB
+
+
+def speech_share(model, vectors: np.ndarray) -> float | None:
+    """Share of the non-silent windows (fused vectors computed with ``speech=True``) that the speech detector
+    calls speech; None when every window is silent. A file is refused below MIN_SPEECH_SHARE."""
+    loud = ~_silent(vectors)
+    return float(speech_like(model, np.asarray(vectors)[loud]).mean()) if loud.any() else None
 
 
 def change_scores(deep: np.ndarray, context: int = CHANGE_CONTEXT) -> np.ndarray:
@@ -378,9 +395,8 @@ def _level(value: float, mean: float, std: float) -> float:
 def reasons(model, speech: dict, track: dict) -> list[str]:
     """Short sentences on the descriptors that agree or clash between a speech segment and a track, each
     judged against the training set's spread (the model's standardisation buffers)."""
-    from media.fused import FEATURE_NAMES
+    from media.fused import FEATURE_INDEX as i
 
-    i = {n: k for k, n in enumerate(FEATURE_NAMES)}
     sm, ss = model.speech_mean.numpy(), model.speech_std.numpy()
     mm, ms = model.music_mean.numpy(), model.music_std.numpy()
     s_energy = np.mean([_level(speech[k], sm[i[k]], ss[i[k]]) for k in ("rms_db_std", "f0_range_st", "speaking_rate_hz")])
@@ -453,8 +469,6 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
     BGMFitError for input it cannot use: no speech, music instead of speech, over the length limit, an
     empty or broken library. When only the mix fails, the ranking is returned and ``problem`` says why.
     """
-    import torch
-
     say = progress or (lambda f, m: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -472,17 +486,16 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
         lib = load_library(library, model)
     with timed(timings, "features"):
         duration, starts, vectors, frame_db = _read_speech(speech, limit, say)
-    silent = _silent(vectors)
-    if silent.all():
+    share = speech_share(model, vectors)
+    if share is None:
         raise BGMFitError(f"no speech in '{speech.name}': it is silent")
-    talk = speech_like(model, vectors[~silent])
-    share = float(talk.mean())
     if share < MIN_SPEECH_SHARE:
         raise BGMFitError(f"'{speech.name}' sounds like music or noise, not speech ({share:.0%} of it sounds "
                           "like a voice): give a spoken recording")
-    from media.fused import FEATURE_NAMES, summary
+    from media.fused import FEATURE_INDEX, summary
 
-    pause = vectors[:, FEATURE_NAMES.index("pause_ratio")].copy()
+    silent = _silent(vectors)
+    pause = vectors[:, FEATURE_INDEX["pause_ratio"]].copy()
     pause[silent] = 1.0
     say(0.78, "finding segments")
     with timed(timings, "segments"):
@@ -494,21 +507,18 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
             bounds = list(itertools.pairwise(edges))
     say(0.82, "ranking tracks")
     with timed(timings, "ranking"):
-        seg_vec = []
-        for lo, hi in bounds:
-            m = (starts + 5.0 >= lo) & (starts + 5.0 < hi)
-            m = m & ~silent if (m & ~silent).any() else (m if m.any() else np.ones(len(starts), bool))
-            seg_vec.append(summary(vectors[m]))
-        seg_vec = np.stack(seg_vec)
-        q = model.speech_features(seg_vec)
+        # the windows of each segment (by their centre), the silent ones left out where there are others
+        masks = [(starts + 5.0 >= lo) & (starts + 5.0 < hi) for lo, hi in bounds]
+        masks = [m & ~silent if (m & ~silent).any() else (m if m.any() else np.ones(len(starts), bool))
+                 for m in masks]
+        q = model.speech_features(np.stack([summary(vectors[m]) for m in masks]))
         k = min(int(candidates), len(lib.tracks))
         _, found = lib.index.search(q, k)
         pool = sorted({int(t) for row in found for t in row if t >= 0})
-        with torch.no_grad():
-            fit = np.zeros((len(bounds), len(pool)), np.float32)
-            for c, t in enumerate(pool):
-                b = lib.embeddings[lib.track_ids == t]
-                fit[:, c] = model.fit(q[:, None, :], b[None, :, :]).mean(axis=1)
+        fit = np.zeros((len(bounds), len(pool)), np.float32)
+        for c, t in enumerate(pool):
+            b = lib.embeddings[lib.track_ids == t]
+            fit[:, c] = model.fit(q[:, None, :], b[None, :, :]).mean(axis=1)
         in_top = np.zeros_like(fit, dtype=bool)
         col = {t: c for c, t in enumerate(pool)}
         for i, row in enumerate(found):
@@ -519,8 +529,7 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
         order = np.argsort(-np.where(in_top[i], fit[i], -1.0))[:top]
         c = int(chosen_cols[i])
         t = pool[c]
-        m = (starts + 5.0 >= lo) & (starts + 5.0 < hi)
-        speech_desc = describe(vectors[m] if m.any() else vectors)
+        speech_desc = describe(vectors[masks[i]])
         segments.append({
             "start_s": round(float(lo), 2), "end_s": round(float(hi), 2),
             "tracks": [{"path": lib.path(pool[int(o)]), "score": round(float(fit[i, o]), 4)} for o in order],

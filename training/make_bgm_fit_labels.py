@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from media.fused import FEATURE_NAMES, summary
+from media.fused import FEATURE_INDEX, summary
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "bgm_fit"
@@ -72,7 +72,6 @@ SPEECH_ENERGY = ("f0_median_st", "f0_range_st", "f0_std_st", "rms_db_std", "spea
 MUSIC_ENERGY = ("onset_rate_hz", "centroid_mean_hz", "rolloff_mean_hz")
 OBTRUSIVE = ("rms_db_std", "rms_db_range", "centroid_std_hz")
 WEIGHTS = {"mood": 0.40, "arousal": 0.35, "unobtrusive": 0.25}
-_IDX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 
 def media_root() -> Path:
@@ -149,7 +148,7 @@ def music_table(root: Path) -> list[dict]:
 
 
 def _columns(vectors: np.ndarray, names) -> np.ndarray:
-    return vectors[:, [_IDX[n] for n in names]]
+    return vectors[:, [FEATURE_INDEX[n] for n in names]]
 
 
 def rule_fit(speech: list[dict], music: list[dict], s_vec: np.ndarray, m_vec: np.ndarray,
@@ -176,6 +175,14 @@ def rule_fit(speech: list[dict], music: list[dict], s_vec: np.ndarray, m_vec: np
     parts = {"speech_energy": s_energy, "speech_arousal_target": s_target, "music_energy": m_energy,
              "music_arousal": m_ar, "music_unobtrusive": unob}
     return fit, parts
+
+
+def rule_label(n: int, key: str, rating: int, *, stamp: str, presentation: dict | None = None) -> dict:
+    """The label record (as the label store gives it, see annotation.export.build_dataset) of rating
+    ``rating`` written by the bootstrap rule for item ``n`` (1-based)."""
+    return {"item_id": n, "item_key": key, "annotator": "rule", "value": int(rating), "tags": [], "dwell_ms": 0,
+            "presentation": presentation or {}, "is_gold": False, "revision": 0, "app_version": "make_bgm_fit_labels",
+            "created_at": stamp, "label_id": n, "client_id": f"rule-{n}", "hum_flag": None, "label_source": "rule"}
 
 
 def ratings_from_fit(fit: np.ndarray) -> np.ndarray:
@@ -216,11 +223,7 @@ def build(out: Path, tracks_per_utterance: int = 10, seed: int = 0, workers: int
         key = f"{Path(speech[i]['path']).stem}__{Path(music[j]['path']).parent.name}_{Path(music[j]['path']).stem}"
         items.append({"item_id": n + 1, "item_key": key, "key": key, "is_gold": False,
                       "payload": {"speech": rel(speech[i]["path"]), "bgm": rel(music[j]["path"])}})
-        labels.append({"item_id": n + 1, "item_key": key, "annotator": "rule", "value": int(rating),
-                       "tags": [], "dwell_ms": 0, "presentation": {"rule_fit": round(float(f), 4)},
-                       "is_gold": False, "revision": 0, "app_version": "make_bgm_fit_labels",
-                       "created_at": stamp, "label_id": n + 1, "client_id": f"rule-{n + 1}", "hum_flag": None,
-                       "label_source": "rule"})
+        labels.append(rule_label(n + 1, key, rating, stamp=stamp, presentation={"rule_fit": round(float(f), 4)}))
     meta = {"name": TASK, "kind": "bgm", "media_root": str(root), "per_item": 1,
             "source": "rule over EmoDB, PANDA and Emotify emotion labels (training/make_bgm_fit_labels.py)"}
     result = export(meta, labels, items, [], out, embed_media=False)  # paths: each file is in 40 pairs

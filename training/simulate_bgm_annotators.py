@@ -61,8 +61,7 @@ def label_through_store(pairs: list[dict], drummy: dict, media_root: Path, out: 
 
     rng = np.random.default_rng(seed)
     work = Path(tempfile.mkdtemp(prefix="bgm_sim_"))
-    # the bootstrap's joined speech samples live outside the media collection: one root above both
-    media_root = Path(os.path.commonpath([str(media_root), *(p["speech"] for p in pairs), *(p["bgm"] for p in pairs)]))
+    media_root = _common_root(media_root, pairs)
     store = Store(f"sqlite:///{work / 'labels.db'}", data=work)
     items, by_key = [], {}
     for n, p in enumerate(pairs):
@@ -84,18 +83,23 @@ def label_through_store(pairs: list[dict], drummy: dict, media_root: Path, out: 
     return {"labels": given, "export": result["path"], "alpha": result["alpha"]}
 
 
+def _common_root(media_root: Path, pairs: list[dict]) -> Path:
+    """One folder above the media collection and every file of ``pairs`` (the bootstrap's joined speech
+    samples live outside the collection)."""
+    return Path(os.path.commonpath([str(media_root), *(p["speech"] for p in pairs), *(p["bgm"] for p in pairs)]))
+
+
 def write_rule_export(pairs: list[dict], media_root: Path, out: Path) -> str:
     """The same pairs with the rule's ratings, as an export (the control)."""
     from annotation.export import export
+    from training.make_bgm_fit_labels import rule_label
 
-    media_root = Path(os.path.commonpath([str(media_root), *(p["speech"] for p in pairs), *(p["bgm"] for p in pairs)]))
+    media_root = _common_root(media_root, pairs)
     items = [{"item_id": n + 1, "item_key": f"rule{n:04d}", "is_gold": False,
               "payload": {"speech": str(Path(p["speech"]).relative_to(media_root)),
                           "bgm": str(Path(p["bgm"]).relative_to(media_root))}} for n, p in enumerate(pairs)]
-    labels = [{"item_id": n + 1, "item_key": f"rule{n:04d}", "annotator": "rule", "value": p["rating"], "tags": [],
-               "dwell_ms": 0, "presentation": {}, "is_gold": False, "revision": 0, "app_version": "rule",
-               "created_at": "2026-01-01T00:00:00Z", "label_id": n + 1, "client_id": f"r{n}", "hum_flag": None,
-               "label_source": "rule"} for n, p in enumerate(pairs)]
+    labels = [rule_label(n + 1, f"rule{n:04d}", p["rating"], stamp="2026-01-01T00:00:00Z")
+              for n, p in enumerate(pairs)]
     return export({"name": "bgm_fit", "kind": "bgm", "media_root": str(media_root), "per_item": 1}, labels, items,
                   [], out, embed_media=False)["path"]
 
@@ -155,9 +159,9 @@ def main(argv=None) -> int:
     utterances = sorted({r["speech"] for r in test_rows})
     tracks = sorted({r["bgm"] for r in test_rows})
     all_tracks = sorted({r["bgm"] for r in picked} | set(tracks))
-    from tqdm import tqdm
-
     from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
 
     cached = work / "percussive_share.json"
     share = json.loads(cached.read_text()) if cached.is_file() else {}
