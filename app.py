@@ -18,12 +18,13 @@ from annotation import admin_tab, label_tab
 from annotation.api import mount
 from annotation.service import store
 from pipelines.common import AVStudioError, settings
-from tabs import bgm_fit, lipsync, music_face, sync_check
+from tabs import bgm_fit, lipsync, music_face, soundtrack, sync_check
 from tabs.common import OUTPUT_TTL_S
 
-TABS = (sync_check, lipsync, music_face, bgm_fit, label_tab, admin_tab)
+TABS = (sync_check, lipsync, music_face, bgm_fit, soundtrack, label_tab, admin_tab)
 INTRO = ("# AV Studio\nAudio-visual generation with real models that run on a laptop: check and fix lip sync, "
-         "make a face speak new words, make a photo react to music, find background music for speech; and "
+         "make a face speak new words, make a photo react to music, find background music for speech, turn a "
+         "hummed melody into music for your video; and "
          "label the data they learn from.")
 
 

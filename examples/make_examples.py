@@ -16,6 +16,12 @@ sine chord, then six intense ones of kick drum, noise snare, a sawtooth bass and
 
 * ``music_face_calm_to_intense.wav`` (the portrait above is its photo).
 
+For the Soundtrack tab, a hum synthesised here: the public-domain "Ode to Joy" melody as a voice-like tone
+(harmonics, vibrato, breath noise), sung 30 cents sharp, drifting, and a little uneven in time, as people hum
+(its video is ``sync_astronaut_in_sync.mp4``):
+
+* ``soundtrack_hum_ode_to_joy.wav``.
+
     pip install scikit-image && apt-get install espeak-ng
     python -m examples.make_examples
 """
@@ -66,6 +72,32 @@ def calm_to_intense(sr: int = SAMPLE_RATE, seconds: float = 6.0, seed: int = 0) 
     return np.concatenate([calm, intense]).astype(np.float32)
 
 
+ODE_TO_JOY = [(64, 1), (64, 1), (65, 1), (67, 1), (67, 1), (65, 1), (64, 1), (62, 1), (60, 1), (60, 1), (62, 1),
+              (64, 1), (64, 1.5), (62, 0.5), (62, 2)]
+
+
+def hummed(tune=ODE_TO_JOY, sr: int = SAMPLE_RATE, beat_s: float = 0.5, detune_cents: float = 30.0,
+           drift_cents: float = 30.0, seed: int = 0) -> np.ndarray:
+    """A hum of ``tune`` ((MIDI pitch, beats) pairs), twice: a voice-like tone with vibrato, sung sharp and
+    drifting, each note a little early or late, with breath noise."""
+    rng = np.random.default_rng(seed)
+    notes = tune * 2
+    total = sum(b for _, b in notes) * beat_s
+    out, phase, clock = [], 0.0, 0.0
+    for pitch, beats in notes:
+        length = max(0.15, beats * beat_s + rng.normal(0, 0.03))
+        t = np.arange(int(length * sr)) / sr
+        cents = detune_cents + drift_cents * (clock + t) / total + 25 * np.sin(2 * np.pi * 5.5 * t)
+        f = 440.0 * 2 ** ((pitch - 69 + cents / 100) / 12)
+        ph = phase + 2 * np.pi * np.cumsum(f) / sr
+        phase = ph[-1]
+        env = np.clip(np.minimum(t / 0.03, (length - 0.05 - t) / 0.04), 0, 1)
+        out.append(0.25 * env * (np.sin(ph) + 0.5 * np.sin(2 * ph) + 0.25 * np.sin(3 * ph)))
+        clock += length
+    y = np.concatenate(out)
+    return (y + rng.normal(0, 0.002, len(y))).astype(np.float32)
+
+
 def main() -> int:
     try:
         from skimage.data import astronaut
@@ -89,6 +121,8 @@ def main() -> int:
     print(f"wrote {in_sync.name} and sync_astronaut_audio_early.mp4 ({talking.duration_s:.1f} s)")
     write_audio(HERE / "music_face_calm_to_intense.wav", calm_to_intense(), SAMPLE_RATE)
     print("wrote music_face_calm_to_intense.wav")
+    write_audio(HERE / "soundtrack_hum_ode_to_joy.wav", hummed(), SAMPLE_RATE)
+    print("wrote soundtrack_hum_ode_to_joy.wav")
     return 0
 
 

@@ -68,6 +68,8 @@ class Settings:
     bgm_fit: str = str(MODELS / "bgm_fit")  # BGM fit's network
     bgm_library: str = str(MODELS.parents[1] / "examples" / "bgm_library" / "index")  # BGM fit's default library index
     bgm_fit_max_seconds: float = 10800.0  # longest spoken recording BGM fit accepts (3 hours)
+    soundtrack: str = str(MODELS / "soundtrack")  # Soundtrack's generator
+    soundtrack_max_seconds: float = 60.0  # longest video (and hum) Soundtrack accepts
 
 
 # read by the annotation suite (annotation.db, annotation.backup), the tests and the benchmarks

@@ -1,0 +1,279 @@
+"""The soundtrack generator's score: melody, video and music on one 16th-note grid (spec 01).
+
+The generator (:mod:`models.soundtrack`) reads and writes fixed channel layouts over the steps of a grid of
+16th notes. This module builds that grid and converts to and from it; it has no learned parts.
+
+- **The grid** (:func:`beat_grid`). The beat follows the hum's tempo, folded into ``TEMPO_RANGE``. Like the
+  timing controls of CMT (Di et al. 2021), the video's strong events (cuts, strong visual beats) are
+  anchors: the beats between two anchors are spaced evenly so that each anchor falls on a beat, as long as
+  that keeps the local tempo within ``MAX_WARP`` of the hum's; otherwise the anchor is skipped. Every beat is
+  split into ``STEPS_PER_BEAT`` steps, ``STEPS_PER_BAR`` to a bar.
+- **Inputs** (:func:`condition`): the hum's notes as pitch class, voicing and onset per step; the position
+  in the bar; the video's event strength, energy, brightness and colourfulness per step; the hum's key;
+  slow noise (a few channels, constant over a bar) that varies the arrangement between seeds.
+- **Outputs** (``OUT_*``): lead pitch class or rest and its onsets; the chord's pitch classes; the bass pitch
+  class or none and its onsets; the accompaniment's onsets; dynamics; the accompaniment's register.
+  :func:`decode` turns them into notes for :func:`media.synth.render`.
+
+All times are seconds; pitch classes count from C.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["IN_CHANNELS", "OUT_CHANNELS", "STEPS_PER_BAR", "STEPS_PER_BEAT", "Arrangement", "beat_grid",
+           "condition", "decode", "key_vector", "melody_roll", "parse_key", "video_roll"]
+
+STEPS_PER_BEAT = 4
+STEPS_PER_BAR = 16
+TEMPO_RANGE = (72.0, 144.0)  # a hum's tempo is folded into this octave
+DEFAULT_TEMPO = 100.0
+MAX_WARP = 0.15  # at most 15 % faster or slower than the hum's tempo between two anchors
+ANCHOR_STRENGTH = 0.5  # events at least this strong (every cut) are anchors of the grid
+N_NOISE = 4
+
+# input channels
+IN_MEL = slice(0, 12)  # the hum's pitch class sounding in the step
+IN_VOICED, IN_ONSET = 12, 13
+IN_POS = slice(14, 30)  # position in the bar, one-hot
+IN_EVENT, IN_ENERGY, IN_BRIGHT, IN_COLOUR = 30, 31, 32, 33
+IN_KEY = slice(34, 46)  # tonic one-hot
+IN_MAJOR = 46
+IN_NOISE = slice(47, 47 + N_NOISE)
+IN_CHANNELS = 47 + N_NOISE
+# output channels
+OUT_LEAD = slice(0, 13)  # 12 pitch classes + rest (softmax)
+OUT_LEAD_ON = 13
+OUT_CHORD = slice(14, 26)  # pitch classes held by the accompaniment (sigmoid each)
+OUT_BASS = slice(26, 39)  # 12 pitch classes + none (softmax)
+OUT_COMP_ON, OUT_BASS_ON, OUT_DYN, OUT_REG = 39, 40, 41, 42
+OUT_CHANNELS = 43
+# pitch-class groups that transpose together (input, output)
+IN_PC_GROUPS = (IN_MEL, IN_KEY)
+OUT_PC_GROUPS = (slice(0, 12), slice(14, 26), slice(26, 38))
+
+PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+_FLATS = {"Db": 1, "Eb": 3, "Gb": 6, "Ab": 8, "Bb": 10, "Cb": 11, "Fb": 4, "E#": 5, "B#": 0}
+
+
+def pitch_class(name: str) -> int:
+    """0..11 of a note name such as ``"F#"``, ``"Bb"`` or ``"c"``."""
+    name = name.strip()
+    name = name[0].upper() + name[1:]
+    if name in _FLATS:
+        return _FLATS[name]
+    if name in PITCH_CLASSES:
+        return PITCH_CLASSES.index(name)
+    raise ValueError(f"not a pitch class: {name!r}")
+
+
+def parse_key(key: str) -> tuple[int, bool]:
+    """(tonic pitch class, major) of ``"C major"``, ``"A minor"``, ``"Gb:maj"`` or ``"a:min"``."""
+    text = key.replace(":", " ").split()
+    tonic = pitch_class(text[0])
+    mode = text[1].lower() if len(text) > 1 else "major"
+    return tonic, not mode.startswith("min")
+
+
+def key_vector(key: str) -> np.ndarray:
+    """13 values: the tonic one-hot, then 1.0 for major."""
+    tonic, major = parse_key(key)
+    v = np.zeros(13, np.float32)
+    v[tonic] = 1.0
+    v[12] = float(major)
+    return v
+
+
+def fold_tempo(bpm: float) -> float:
+    """``bpm`` doubled or halved into ``TEMPO_RANGE``; ``DEFAULT_TEMPO`` when unknown."""
+    if not np.isfinite(bpm) or bpm <= 0:
+        return DEFAULT_TEMPO
+    lo, hi = TEMPO_RANGE
+    while bpm < lo:
+        bpm *= 2
+    while bpm >= hi:
+        bpm /= 2
+    return float(bpm)
+
+
+def beat_grid(duration_s: float, tempo_bpm: float, events: np.ndarray | None = None) -> np.ndarray:
+    """Step times (s) of a 16th-note grid covering ``[0, duration_s]``, with the video's strong events on beats.
+
+    ``events`` is a ``(k, 2)`` array of (time, strength); those of strength at least ``ANCHOR_STRENGTH``
+    become anchors (see the module docstring). Returns the start of every step and, last, the first step
+    time at or after ``duration_s``, so step ``i`` spans ``times[i] .. times[i + 1]``.
+    """
+    beat = 60.0 / fold_tempo(tempo_bpm)
+    anchors = [] if events is None or len(events) == 0 else sorted(
+        float(t) for t, s in np.asarray(events, float).reshape(-1, 2) if s >= ANCHOR_STRENGTH and 0 < t < duration_s)
+    beats = [0.0]
+    for a in anchors:
+        span = a - beats[-1]
+        n = round(span / beat)
+        if n < 1 or abs(span / n / beat - 1.0) > MAX_WARP:
+            continue
+        beats.extend(beats[-1] + span * np.arange(1, n + 1) / n)
+    while beats[-1] < duration_s:
+        beats.append(beats[-1] + beat)
+    beats = np.asarray(beats)
+    steps = beats[:-1, None] + np.diff(beats)[:, None] * np.arange(STEPS_PER_BEAT) / STEPS_PER_BEAT
+    times = np.append(steps.ravel(), beats[-1])
+    last = int(np.searchsorted(times, duration_s, side="left"))  # the first time >= duration
+    return times[:last + 1]
+
+
+def _nearest_step(times: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Index of the step start nearest to each time in ``t`` (over all but the closing time)."""
+    starts = times[:-1]
+    i = np.clip(np.searchsorted(starts, t), 1, len(starts) - 1)
+    left = starts[i - 1]
+    right = starts[np.minimum(i, len(starts) - 1)]
+    return np.where(np.abs(t - left) <= np.abs(right - t), i - 1, i)
+
+
+def melody_roll(notes, times: np.ndarray) -> np.ndarray:
+    """``(steps, 14)``: per step the pitch class sounding longest (one-hot), voiced (over half the step sung),
+    and onset (a note begins nearest to this step). ``notes`` have ``start_s``, ``end_s`` and ``pitch``."""
+    n = len(times) - 1
+    roll = np.zeros((n, 14), np.float32)
+    cover = np.zeros((n, 12))
+    a, b = times[:-1], times[1:]
+    for note in notes:
+        overlap = np.clip(np.minimum(b, note.end_s) - np.maximum(a, note.start_s), 0, None)
+        cover[:, note.pitch % 12] += overlap
+    length = np.maximum(b - a, 1e-9)
+    sung = cover.sum(1) / length
+    best = cover.argmax(1)
+    voiced = sung > 0.5
+    roll[np.flatnonzero(voiced), best[voiced]] = 1.0
+    roll[:, 12] = voiced
+    starts = np.array([note.start_s for note in notes if times[0] <= note.start_s < times[-1]])
+    if len(starts):
+        roll[_nearest_step(times, starts), 13] = 1.0
+    return roll
+
+
+def video_roll(times: np.ndarray, event_times: np.ndarray, event_strength: np.ndarray,
+               frame_times: np.ndarray, energy: np.ndarray, brightness: np.ndarray,
+               colourfulness: np.ndarray) -> np.ndarray:
+    """``(steps, 4)``: event strength (the strongest event nearest to the step), then energy, brightness and
+    colourfulness averaged over the step (frame values interpolated at the step's middle)."""
+    n = len(times) - 1
+    roll = np.zeros((n, 4), np.float32)
+    event_times = np.asarray(event_times, float)
+    if len(event_times):
+        idx = _nearest_step(times, event_times)
+        np.maximum.at(roll[:, 0], idx, np.asarray(event_strength, np.float32))
+    mid = (times[:-1] + times[1:]) / 2
+    for c, values in enumerate((energy, brightness, colourfulness), start=1):
+        if len(frame_times):
+            roll[:, c] = np.interp(mid, frame_times, values)
+    return roll
+
+
+def position_roll(n: int, first: int = 0) -> np.ndarray:
+    """``(n, 16)`` one-hot position in the bar, step ``i`` at position ``(first + i) % 16``."""
+    roll = np.zeros((n, STEPS_PER_BAR), np.float32)
+    roll[np.arange(n), (first + np.arange(n)) % STEPS_PER_BAR] = 1.0
+    return roll
+
+
+def noise_roll(n: int, rng: np.random.Generator, first: int = 0) -> np.ndarray:
+    """``(n, N_NOISE)`` standard normal noise, constant over each bar."""
+    bars = (first + np.arange(n)) // STEPS_PER_BAR
+    z = rng.standard_normal((int(bars.max()) + 1 if n else 1, N_NOISE)).astype(np.float32)
+    return z[bars - bars.min()] if n else z[:0]
+
+
+def condition(mel: np.ndarray, video: np.ndarray, key: str, rng: np.random.Generator,
+              first: int = 0) -> np.ndarray:
+    """The generator's ``(steps, IN_CHANNELS)`` input from :func:`melody_roll` and :func:`video_roll`."""
+    n = len(mel)
+    x = np.zeros((n, IN_CHANNELS), np.float32)
+    x[:, :14] = mel
+    x[:, IN_POS] = position_roll(n, first)
+    x[:, IN_EVENT:IN_COLOUR + 1] = video
+    x[:, 34:47] = key_vector(key)
+    x[:, IN_NOISE] = noise_roll(n, rng, first)
+    return x
+
+
+@dataclass
+class Arrangement:
+    """Notes decoded from the generator's output, per part, as ``media.synth.NoteEvent`` lists."""
+    lead: list
+    comp: list
+    bass: list
+    pad: list
+
+    def all(self) -> list:
+        return self.lead + self.comp + self.bass + self.pad
+
+
+# General MIDI programmes of the parts (0-based)
+LEAD_PROGRAM, COMP_PROGRAM, BASS_PROGRAM, PAD_PROGRAM = 73, 0, 33, 48  # flute, piano, fingered bass, strings
+MAX_CHORD_NOTES = 4
+
+
+def _runs(values: np.ndarray, onsets: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, value) of runs of equal non-negative ``values``, split where ``onsets`` is set."""
+    runs, start = [], None
+    for i, v in enumerate(values):
+        if start is not None and (v != values[start] or onsets[i]):
+            if values[start] >= 0:
+                runs.append((start, i, int(values[start])))
+            start = None
+        if start is None:
+            start = i
+    if start is not None and values[start] >= 0:
+        runs.append((start, len(values), int(values[start])))
+    return runs
+
+
+def _place(pc: int, centre: float) -> int:
+    """The MIDI note of pitch class ``pc`` nearest to ``centre``."""
+    return int(pc + 12 * round((centre - pc) / 12))
+
+
+def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arrangement:
+    """Notes of the generator's probabilities ``out`` (``(steps, OUT_CHANNELS)``, softmax and sigmoid applied)
+    on the grid ``times``. The lead sits nearest to ``lead_centre`` (the hum's register, raised to at least
+    C4), the accompaniment around its predicted register, the bass in the octave from E1; velocities follow the
+    predicted dynamics."""
+    from media.synth import NoteEvent
+
+    n = len(out)
+    start, end = times[:-1], times[1:]
+    vel = np.clip(np.round(35 + 80 * out[:, OUT_DYN]), 1, 127).astype(int)
+    lead_pc = out[:, OUT_LEAD].argmax(1)
+    lead_pc = np.where(lead_pc == 12, -1, lead_pc)
+    lead = [NoteEvent(start[a], end[b - 1], _place(pc, max(lead_centre, 60.0)), int(min(127, vel[a] + 12)),
+                      LEAD_PROGRAM) for a, b, pc in _runs(lead_pc, out[:, OUT_LEAD_ON] > 0.5)]
+    bass_pc = out[:, OUT_BASS].argmax(1)
+    bass_pc = np.where(bass_pc == 12, -1, bass_pc)
+    bass = [NoteEvent(start[a], end[b - 1], 28 + (pc - 4) % 12, int(vel[a]), BASS_PROGRAM)
+            for a, b, pc in _runs(bass_pc, out[:, OUT_BASS_ON] > 0.5)]
+    chord = out[:, OUT_CHORD]
+    comp, pad = [], []
+    on = np.flatnonzero(out[:, OUT_COMP_ON] > 0.5)
+    for j, a in enumerate(on):
+        b = min(on[j + 1] if j + 1 < len(on) else n, a + STEPS_PER_BAR)
+        pcs = _chord_pcs(chord[a])
+        centre = 52 + 20 * float(out[a, OUT_REG])
+        for pc in pcs:
+            comp.append(NoteEvent(start[a], end[b - 1], _place(pc, centre), int(vel[a]), COMP_PROGRAM))
+    held = [tuple(_chord_pcs(c)) for c in chord]
+    for a, b, _ in _runs(np.array([hash(h) % 1_000_003 for h in held]), np.zeros(n, bool)):
+        for pc in held[a]:
+            pad.append(NoteEvent(start[a], end[b - 1], _place(pc, 60), int(max(1, vel[a] - 30)), PAD_PROGRAM))
+    return Arrangement(lead, comp, bass, pad)
+
+
+def _chord_pcs(p: np.ndarray) -> list[int]:
+    """The chord's pitch classes: those above one half, strongest first, at most ``MAX_CHORD_NOTES``; when
+    none is, the strongest three."""
+    order = np.argsort(-p)
+    pcs = [int(i) for i in order if p[i] > 0.5][:MAX_CHORD_NOTES]
+    return pcs or [int(i) for i in order[:3]]

@@ -1,0 +1,221 @@
+"""Soundtrack from a hum (spec 01): the score grid, the generator's shape, the pipeline end to end, its CLI
+and its errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyloudnorm
+import pytest
+import torch
+
+from media import score
+from media.io import probe, read_audio, write_audio, write_video
+from media.melody import Note
+from media.mix import true_peak_db
+from models.soundtrack import DifferenceDiscriminator, SoundtrackGenerator, difference
+from pipelines.soundtrack import SoundtrackError, _events_met, fill, soundtrack
+from tests.test_melody import TUNE
+from tests.test_melody import hum as hum_wave
+from training.soundtrack_data import chord_pcs, hum_like
+
+SR = 16000
+
+
+# ------------------------------------------------------------------------------------------------
+# the grid and the score (fast)
+# ------------------------------------------------------------------------------------------------
+def test_the_grid_puts_strong_events_on_beats_and_covers_the_video():
+    times = score.beat_grid(10.0, 100.0, np.array([[3.1, 1.0], [3.3, 0.2], [7.4, 1.0]]))
+    beats = times[::score.STEPS_PER_BEAT]
+    for t in (3.1, 7.4):  # the cuts (strength 1) are beats
+        assert np.abs(beats - t).min() < 1e-9
+    assert times[0] == 0 and times[-2] < 10.0 <= times[-1]
+    local = np.diff(beats[beats <= 7.4])
+    assert np.all(np.abs(local / 0.6 - 1) <= score.MAX_WARP + 1e-9)  # within 15 % of 100 BPM
+
+
+def test_an_anchor_that_would_bend_the_tempo_too_far_is_skipped():
+    times = score.beat_grid(4.0, 120.0, np.array([[0.7, 1.0]]))  # 0.7 s: 1.4 beats, 30 % off either way
+    beats = times[::score.STEPS_PER_BEAT]
+    assert np.allclose(np.diff(beats[:4]), 0.5)
+
+
+def test_tempo_folds_into_range():
+    assert score.fold_tempo(50) == 100 and score.fold_tempo(300) == 75 and score.fold_tempo(0) == score.DEFAULT_TEMPO
+
+
+def test_melody_roll_marks_pitch_class_voicing_and_onsets():
+    times = np.arange(0, 2.01, 0.125)  # 16 steps of 125 ms
+    notes = [Note(0.0, 0.5, 62, 62.0), Note(0.5, 1.0, 66, 66.0), Note(1.5, 1.9, 74, 74.0)]
+    roll = score.melody_roll(notes, times)
+    assert roll[:4, 2].all() and roll[4:8, 6].all() and roll[12:15, 2].all()
+    assert not roll[8:12, 12].any()  # a rest is unvoiced
+    assert list(np.flatnonzero(roll[:, 13])) == [0, 4, 12]
+
+
+def test_keys_and_chords_parse():
+    assert score.parse_key("Gb:maj") == (6, True) and score.parse_key("A minor") == (9, False)
+    assert chord_pcs("Bb:min7") == [1, 5, 8, 10] and chord_pcs("C:maj/3") == [0, 4, 7] and chord_pcs("N") == []
+
+
+def test_decode_follows_the_generator_output():
+    times = np.arange(0, 2.01, 0.125)
+    out = np.zeros((16, score.OUT_CHANNELS), np.float32)
+    out[:, 12] = 1  # lead rest ...
+    out[4:8, 12], out[4:8, 7], out[4, 13] = 0, 1, 1  # ... but G from step 4 to 8
+    out[:, 38] = 1  # no bass
+    out[:, [14, 18, 21]] = 0.9  # C major held
+    out[[0, 8], score.OUT_COMP_ON] = 1
+    arr = score.decode(out, times, lead_centre=70)
+    assert [(n.start_s, n.end_s, n.midi) for n in arr.lead] == [(0.5, 1.0, 67)]
+    assert not arr.bass
+    assert sorted({n.midi % 12 for n in arr.comp}) == [0, 4, 7] and {n.start_s for n in arr.comp} == {0.0, 1.0}
+
+
+def test_a_short_hum_repeats_to_fill_the_video():
+    notes = [Note(0.2, 0.6, 60, 60.0), Note(0.6, 1.4, 64, 64.0)]
+    filled, passes = fill(notes, 5.0, 0.5)
+    assert passes == 4 and filled[2].start_s == pytest.approx(1.7) and filled[-1].end_s <= 5.0
+
+
+def test_events_met_counts_events_near_onsets():
+    assert _events_met(np.array([1.0, 2.0, 3.0]), np.array([0.95, 2.1, 3.0])) == pytest.approx(2 / 3)
+
+
+def test_hum_like_renditions_wander_but_keep_most_notes():
+    rng = np.random.default_rng(0)
+    from training.soundtrack_data import HumNote
+    notes = [HumNote(0.5 * i, 0.5 * i + 0.4, 60 + (i % 7)) for i in range(40)]
+    out = hum_like(notes, rng)
+    assert 30 <= len(out) <= 40
+    same = sum(a.pitch == b.pitch for a, b in zip(notes, out))
+    assert same < len(out)  # some notes go wrong ...
+    assert np.mean([abs(a.start_s - b.start_s) for a, b in zip(notes, out)]) > 0.0  # ... and move
+
+
+def test_generator_and_discriminator_shapes_and_save_load(tmp_path):
+    g = SoundtrackGenerator(widths=(16, 16, 16, 16))
+    x = torch.randn(2, 37, score.IN_CHANNELS)  # any length, not a multiple of 8
+    logits = g(x)
+    assert logits.shape == (2, 37, score.OUT_CHANNELS)
+    p = g.probabilities(logits)
+    assert torch.allclose(p[..., :13].sum(-1), torch.ones(2, 37))
+    hard = g.hard(p)
+    assert set(hard[..., 14:26].detach().unique().tolist()) <= {0.0, 1.0}
+    d = DifferenceDiscriminator(widths=(16, 16, 16))(hard, hard.detach(), x)
+    assert d.shape == (2,) and ((d >= 0) & (d <= 1)).all()
+    same = difference(hard.detach(), hard.detach(), torch.tensor([True, True]))
+    other = difference(hard.detach(), hard.detach().roll(1, 0), torch.tensor([True, True]))
+    assert torch.allclose(same, torch.zeros(2)) and (other >= 0).all()
+    g.save_pretrained(tmp_path / "m", {"data": {}})
+    g2 = SoundtrackGenerator.from_pretrained(tmp_path / "m")
+    assert torch.allclose(g2(x), g.eval()(x))
+    assert (tmp_path / "m" / "README.md").read_text().startswith("---")
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline end to end, on synthesised inputs (the bundled generator)
+# ------------------------------------------------------------------------------------------------
+def _video(path, seconds=6.0, fps=25, cut_s=3.0, with_audio=False):
+    """A moving square on one background, then (after ``cut_s``) another scene."""
+    frames = []
+    for i in range(round(seconds * fps)):
+        t = i / fps
+        img = np.full((96, 128, 3), (40, 60, 90) if t < cut_s else (200, 180, 60), np.uint8)
+        x = int(10 + 80 * ((t * 0.7) % 1))
+        img[30:60, x:x + 20] = (250, 250, 250) if t < cut_s else (20, 20, 20)
+        frames.append(img)
+    audio = np.zeros(round(seconds * SR), np.float32) if with_audio else None
+    write_video(path, frames, fps, audio=audio, sr=SR)
+    return path
+
+
+def _pc_agreement(hum, lead, seconds, step=0.01) -> float:
+    """The share of the time both sound that the lead's pitch class is the hum's."""
+    t = np.arange(0, seconds, step)
+
+    def classes(notes):
+        out = np.full(len(t), -1)
+        for a, b, m in notes:
+            out[(t >= a) & (t < b)] = int(m) % 12
+        return out
+
+    h, lead_pc = classes(hum), classes(lead)
+    both = (h >= 0) & (lead_pc >= 0)
+    return float((h[both] == lead_pc[both]).mean()) if both.any() else 0.0
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("soundtrack")
+    hum = d / "hum.wav"
+    write_audio(hum, hum_wave(TUNE), SR)
+    return d, hum, _video(d / "clip.mp4")
+
+
+def test_end_to_end_preset_conditions(inputs):
+    d, hum, video = inputs
+    out, wav = d / "out.mp4", d / "out.wav"
+    r = soundtrack(hum, video, out_path=out, audio_out=wav)
+    info = probe(out)
+    assert info.has_video and info.has_audio
+    y = read_audio(wav, sr=44100)
+    assert abs(len(y) / 44100 - 6.0) <= 1 / 25  # the video's length, within a frame
+    assert pyloudnorm.Meter(44100).integrated_loudness(y) == pytest.approx(-14, abs=1.0)
+    assert true_peak_db(y, 44100) <= -1.0 + 1e-3
+    assert r.noise_free and r.spectral_flatness < 0.88
+    assert np.abs(y[-441:]).max() < 0.02  # faded out
+    assert r.key.startswith("C") and r.hum_notes == len(TUNE)
+    assert r.cuts == 1 and r.notes_by_part["lead"] > 0
+    assert _pc_agreement(r.hum, r.lead, 6.0) > 0.6  # the lead plays the hum's pitch classes
+    summary = r.summary()
+    assert "hum" not in summary and summary["audio_path"] == str(wav)
+
+
+def test_another_seed_changes_the_music_and_the_same_request_repeats(inputs):
+    d, hum, video = inputs
+    a = soundtrack(hum, video, out_path=d / "a.mp4", seed=1)
+    b = soundtrack(hum, video, out_path=d / "b.mp4", seed=1)
+    assert a.onsets == b.onsets and a.lead == b.lead
+
+
+@pytest.mark.parametrize("case", ["silent hum", "audio-only video", "too long", "missing", "bad suffix"])
+def test_bad_input_gets_one_clear_message(inputs, case, tmp_path):
+    _, hum, video = inputs
+    kwargs = {"out_path": tmp_path / "o.mp4"}
+    if case == "silent hum":
+        hum = tmp_path / "silence.wav"
+        write_audio(hum, np.zeros(SR * 2, np.float32), SR)
+        expected = "no pitched sound"
+    elif case == "audio-only video":
+        video = tmp_path / "audio.wav"
+        write_audio(video, hum_wave(TUNE), SR)
+        expected = "no video frames"
+    elif case == "too long":
+        kwargs["max_seconds"] = 3
+        expected = "the limit is 3 s"
+    elif case == "missing":
+        video = tmp_path / "nope.mp4"
+        expected = "does not exist"
+    else:
+        kwargs["out_path"] = tmp_path / "o.avi"
+        expected = "must be a .mp4"
+    with pytest.raises(SoundtrackError, match=expected):
+        soundtrack(hum, video, **kwargs)
+
+
+def test_cli_json_and_exit_codes(inputs, tmp_path):
+    _, hum, video = inputs
+    run = subprocess.run([sys.executable, "-m", "pipelines.soundtrack", "--hum", str(hum), "--video", str(video),
+                          "--out", str(tmp_path / "c.mp4"), "--audio-out", str(tmp_path / "c.wav"), "--json"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["output_path"].endswith("c.mp4") and out["noise_free"] is True
+    bad = subprocess.run([sys.executable, "-m", "pipelines.soundtrack", "--hum", str(video), "--video", str(hum),
+                          "--out", str(tmp_path / "e.mp4")], capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in bad.stderr
