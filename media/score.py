@@ -215,6 +215,7 @@ class Arrangement:
 # General MIDI programmes of the parts (0-based)
 LEAD_PROGRAM, COMP_PROGRAM, BASS_PROGRAM, PAD_PROGRAM = 73, 0, 33, 48  # flute, piano, fingered bass, strings
 MAX_CHORD_NOTES = 4
+LEAD_LOUDER, PAD_SOFTER = 25, 45  # velocity offsets from the predicted dynamics: the melody carries the music
 
 
 def _runs(values: np.ndarray, onsets: np.ndarray) -> list[tuple[int, int, int]]:
@@ -249,7 +250,7 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
     vel = np.clip(np.round(35 + 80 * out[:, OUT_DYN]), 1, 127).astype(int)
     lead_pc = out[:, OUT_LEAD].argmax(1)
     lead_pc = np.where(lead_pc == 12, -1, lead_pc)
-    lead = [NoteEvent(start[a], end[b - 1], _place(pc, max(lead_centre, 60.0)), int(min(127, vel[a] + 12)),
+    lead = [NoteEvent(start[a], end[b - 1], _place(pc, max(lead_centre, 60.0)), int(min(127, vel[a] + LEAD_LOUDER)),
                       LEAD_PROGRAM) for a, b, pc in _runs(lead_pc, out[:, OUT_LEAD_ON] > 0.5)]
     bass_pc = out[:, OUT_BASS].argmax(1)
     bass_pc = np.where(bass_pc == 12, -1, bass_pc)
@@ -264,10 +265,16 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
         centre = 52 + 20 * float(out[a, OUT_REG])
         for pc in pcs:
             comp.append(NoteEvent(start[a], end[b - 1], _place(pc, centre), int(vel[a]), COMP_PROGRAM))
-    held = [tuple(_chord_pcs(c)) for c in chord]
-    for a, b, _ in _runs(np.array([hash(h) % 1_000_003 for h in held]), np.zeros(n, bool)):
+    # the pad holds the chord of each beat (the step probabilities averaged over the beat), re-struck only
+    # when it changes
+    beat = np.arange(n) // STEPS_PER_BEAT
+    per_beat = np.stack([chord[beat == k].mean(0) for k in range(int(beat[-1]) + 1)]) if n else chord
+    held = [tuple(sorted(_chord_pcs(per_beat[k]))) for k in beat]
+    ids = {h: i for i, h in enumerate(dict.fromkeys(held))}
+    for a, b, _ in _runs(np.array([ids[h] for h in held]), np.zeros(n, bool)):
         for pc in held[a]:
-            pad.append(NoteEvent(start[a], end[b - 1], _place(pc, 60), int(max(1, vel[a] - 30)), PAD_PROGRAM))
+            pad.append(NoteEvent(start[a], end[b - 1], _place(pc, 60), int(max(1, vel[a] - PAD_SOFTER)),
+                                 PAD_PROGRAM))
     return Arrangement(lead, comp, bass, pad)
 
 

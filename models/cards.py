@@ -35,6 +35,7 @@ SOURCE_LICENCES = {
     "MEAD": "MEAD dataset clips from the DreamTalk repository (repository MIT; MEAD terms: research use)",
     # emotion-labelled speech and music (MANIFEST_emotion_midi.tsv)
     "emodb": "EmoDB (Burkhardt et al. 2005): research use",
+    "pop909": "POP909 (Wang et al. 2020), MIDI of 909 pop songs: MIT",
     "panda4q": "PANDA 4Q (Panda et al. 2018), commercial 30 s previews: research use",
     "emotify": "Emotify (Aljanaki et al. 2016), music from Magnatune: CC BY-NC-SA; research use",
     # music
@@ -126,14 +127,15 @@ def render(*, title: str, summary: str, tags: list[str], pipeline_tag: str, inte
 
 def bundled_models() -> list:
     """(model class, bundled folder, figures for its card) of the bundled models."""
-    from models import audio_encoder, bgm_fit, face_controls, lipsync, syncnet
+    from models import audio_encoder, bgm_fit, face_controls, lipsync, soundtrack, syncnet
 
     return [(syncnet.SyncNet, syncnet.DEFAULT_WEIGHTS, syncnet.CARD_EVALUATION),
             (syncnet.SyncNet, syncnet.JUDGE_DEFAULT_WEIGHTS, syncnet.JUDGE_CARD_EVALUATION),
             (lipsync.LipSyncNet, lipsync.DEFAULT_WEIGHTS, lipsync.CARD_EVALUATION),
             (audio_encoder.AudioAutoencoder, audio_encoder.DEFAULT_WEIGHTS, audio_encoder.CARD_EVALUATION),
             (face_controls.ExpressionControls, face_controls.DEFAULT_WEIGHTS, face_controls.CARD_EVALUATION),
-            (bgm_fit.BGMFitNet, bgm_fit.DEFAULT_WEIGHTS, bgm_fit.CARD_EVALUATION)]
+            (bgm_fit.BGMFitNet, bgm_fit.DEFAULT_WEIGHTS, bgm_fit.CARD_EVALUATION),
+            (soundtrack.SoundtrackGenerator, soundtrack.DEFAULT_WEIGHTS, soundtrack.CARD_EVALUATION)]
 
 
 def refresh_bundled(results: Path = RESULTS) -> None:

@@ -279,4 +279,20 @@ notes = score.decode(probs, step_times).all()    # media.synth.NoteEvent list
 Or end to end: `python -m pipelines.soundtrack --hum hum.wav --video clip.mp4 --out out.mp4`."""
 
 # Headline figures of the bundled weights for their model card (models.cards.refresh_bundled).
-CARD_EVALUATION: list[dict] = []
+CARD_EVALUATION = [
+    {"measure": "follows the hum: chroma cosine, real hums x videos", "results": "soundtrack.json",
+     "key": "quality.follows_hum.chroma_cosine", "target": ">= 0.5"},
+    {"measure": "same, another hum's output (baseline)", "results": "soundtrack.json",
+     "key": "quality.follows_hum.other_hum_baseline"},
+    {"measure": "video events within 70 ms of an onset or beat", "results": "soundtrack.json",
+     "key": "quality.follows_video.share_within_70ms"},
+    {"measure": "same, output shifted randomly (baseline)", "results": "soundtrack.json",
+     "key": "quality.follows_video.shifted_baseline"},
+    {"measure": "preset conditions met (outputs)", "results": "soundtrack.json", "key": "quality.preset_conditions.met"},
+    {"measure": "held-out POP909 lead pitch-class accuracy", "results": "soundtrack_train.json",
+     "key": "held_out.lead_acc"},
+    {"measure": "same, copying the hum (baseline)", "results": "soundtrack_train.json", "key": "held_out.lead_copy_acc"},
+    {"measure": "held-out chord pitch-class F1", "results": "soundtrack_train.json", "key": "held_out.chord_f1"},
+    {"measure": "same, the key's tonic triad (baseline)", "results": "soundtrack_train.json",
+     "key": "held_out.chord_tonic_f1"},
+]

@@ -111,3 +111,23 @@ def test_bgm_fit_through_the_api(client, media, tmp_path):
     with pytest.raises(Exception, match="not speech"):
         client.predict(handle_file(str(media / "music" / "wesnoth_loyalists.ogg")), None, "Bundled library", None,
                        -15, api_name="/bgm_fit")
+
+
+
+def test_soundtrack_through_the_api(client, tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    from media.io import write_audio
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    clip = examples / "sync_astronaut_in_sync.mp4"
+    video, audio, plot, details = client.predict(handle_file(str(examples / "soundtrack_hum_ode_to_joy.wav")),
+                                                 handle_file(str(clip)), None, api_name="/soundtrack")
+    video = video["video"] if isinstance(video, dict) else video
+    assert probe(video).has_audio and audio and plot is not None and details["noise_free"]
+    assert abs(details["loudness_lufs"] + 14) < 0.5 and details["notes_by_part"]["lead"] > 0
+    write_audio(tmp_path / "silence.wav", np.zeros(32000, np.float32), 16000)
+    with pytest.raises(Exception, match="no pitched sound"):
+        client.predict(handle_file(str(tmp_path / "silence.wav")), handle_file(str(clip)), None, api_name="/soundtrack")

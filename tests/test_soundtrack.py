@@ -16,7 +16,7 @@ from media.io import probe, read_audio, write_audio, write_video
 from media.melody import Note
 from media.mix import true_peak_db
 from models.soundtrack import DifferenceDiscriminator, SoundtrackGenerator, difference
-from pipelines.soundtrack import SoundtrackError, _events_met, fill, soundtrack
+from pipelines.soundtrack import SoundtrackError, _events_met, fill, plot_result, soundtrack
 from tests.test_melody import TUNE
 from tests.test_melody import hum as hum_wave
 from training.soundtrack_data import chord_pcs, hum_like
@@ -173,6 +173,8 @@ def test_end_to_end_preset_conditions(inputs):
     assert _pc_agreement(r.hum, r.lead, 6.0) > 0.6  # the lead plays the hum's pitch classes
     summary = r.summary()
     assert "hum" not in summary and summary["audio_path"] == str(wav)
+    fig = plot_result(r)  # the tab's picture: hum vs lead, events vs beats
+    assert len(fig.axes) == 2 and fig.axes[0].lines and fig.axes[1].lines
 
 
 def test_another_seed_changes_the_music_and_the_same_request_repeats(inputs):

@@ -73,8 +73,10 @@ class HumNote:
 
 def hum_like(notes: list[HumNote], rng: np.random.Generator) -> list[HumNote]:
     """A hummer's rendition of ``notes``: tempo wander (a slow sine warp of up to 0.15 s), onset jitter
-    (sd 30 ms), 8 % of notes a semitone off and 2 % a tone off, 4 % dropped, repeated notes slurred into one
-    half the time, and notes shortened by up to 30 % (breaths)."""
+    (sd 30 ms), 3 % of notes a semitone off and 1 % a tone off, 4 % dropped, repeated notes slurred into one
+    half the time, and notes shortened by up to 30 % (breaths). Wrong notes are kept rare: with 8 % and 2 %
+    the generator learned to "correct" a quarter of a real singer's notes (vocadito_10: the lead matched the
+    hum on 59 % of its voiced frames), and the user's melody is what the music must follow."""
     amp, period, phase = rng.uniform(0, 0.15), rng.uniform(4, 12), rng.uniform(0, 2 * np.pi)
 
     def warp(t: float) -> float:
@@ -86,9 +88,9 @@ def hum_like(notes: list[HumNote], rng: np.random.Generator) -> list[HumNote]:
             continue
         pitch = note.pitch
         u = rng.random()
-        if u < 0.08:
+        if u < 0.03:
             pitch += int(rng.choice([-1, 1]))
-        elif u < 0.10:
+        elif u < 0.04:
             pitch += int(rng.choice([-2, 2]))
         start = warp(note.start_s) + rng.normal(0, 0.03)
         end = warp(note.end_s)

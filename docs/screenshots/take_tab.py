@@ -1,10 +1,11 @@
-"""Screenshot of the BGM fit tab after running its example (docs/screenshots/bgm_fit.png).
+"""Screenshot of a pipeline tab after running its example (docs/screenshots/<tab>.png).
 
-    python docs/screenshots/take_bgm_fit.py [--width 1400] [--height 0] [--with-examples]
+    python docs/screenshots/take_tab.py bgm_fit [--width 1400] [--height 0] [--with-examples]
+    python docs/screenshots/take_tab.py soundtrack
 
 Starts ``python app.py`` on a free port with a temporary AVSTUDIO_DATA, opens it in headless Chromium (the
-system's, as the browser tests do), clicks the BGM fit tab, its example and "Find music", waits for the
-timeline plot, the table and the mix, and saves a palette PNG.
+system's, as the browser tests do), clicks the tab, its example and its run button, waits for the results
+(:data:`TABS`: what each tab shows when done), and saves a palette PNG.
 """
 from __future__ import annotations
 
@@ -24,17 +25,30 @@ sys.path.insert(0, str(ROOT))
 
 from tests.annotation_fixtures import free_port, make_driver, wait_for
 
-TAB = "BGM fit"
+# per tab: its title, its run button, and JavaScript (``p`` is the tab's panel) true once the results are shown
+TABS = {
+    "bgm_fit": ("BGM fit", "Find music",
+                "const ths = [...p.querySelectorAll('th')].map(t => t.innerText.trim());"
+                " return ths.some(t => t.startsWith('chosen track')) && p.querySelector('.js-plotly-plot, img, canvas, svg.main-svg')"
+                " && [...p.querySelectorAll('[data-testid=block-label], label')].some(l => l.innerText.trim() === 'Mix')"
+                " && p.querySelectorAll('audio').length >= 2"),
+    "soundtrack": ("Soundtrack", "Make the soundtrack",
+                   "return p.querySelector('.js-plotly-plot, img, canvas, svg.main-svg')"
+                   " && p.querySelectorAll('video').length >= 2 && p.querySelectorAll('audio').length >= 2"),
+}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("tab", choices=sorted(TABS))
     ap.add_argument("--width", type=int, default=1400)
     ap.add_argument("--height", type=int, default=0, help="crop at most this tall (0: to the content)")
     ap.add_argument("--with-examples", action="store_true", help="keep the Examples table below")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots" / "bgm_fit.png"))
+    ap.add_argument("--out", default=None, help="default: docs/screenshots/<tab>.png")
     ap.add_argument("--colors", type=int, default=256)
     args = ap.parse_args()
+    tab, button, ready = TABS[args.tab]
+    args.out = args.out or str(ROOT / "docs" / "screenshots" / f"{args.tab}.png")
 
     data = tempfile.mkdtemp(prefix="avs_shot_")
     port = free_port()
@@ -57,22 +71,18 @@ def main() -> int:
         driver = make_driver(args.width, 1300)
         driver.get(url)
         wait_for(driver, f"return [...document.querySelectorAll('button[role=tab]')]"
-                 f".some(b => b.innerText.trim() === '{TAB}')", 60, "the tabs")
+                 f".some(b => b.innerText.trim() === '{tab}')", 60, "the tabs")
         driver.execute_script(f"[...document.querySelectorAll('button[role=tab]')]"
-                              f".find(b => b.innerText.trim() === '{TAB}').click()")
+                              f".find(b => b.innerText.trim() === '{tab}').click()")
         panel = ("const p = [...document.querySelectorAll('[role=tabpanel]')]"
-                 ".find(e => e.offsetParent !== null && e.innerText.includes('Find music'));")
+                 f".find(e => e.offsetParent !== null && e.innerText.includes('{button}'));")
         wait_for(driver, f"{panel} return p && p.querySelector('tr.tr-body td')", 30, "the example row")
         driver.execute_script(f"{panel} p.querySelector('tr.tr-body td').click()")
         wait_for(driver, f"{panel} return !p.innerText.includes('Drop Audio Here')", 30, "the example loaded")
         time.sleep(2)
         driver.execute_script(f"{panel} [...p.querySelectorAll('button')].find(b => b.innerText.trim() === "
-                              "'Find music').click()")
-        wait_for(driver, f"{panel} const ths = [...p.querySelectorAll('th')].map(t => t.innerText.trim());"
-                 " return ths.some(t => t.startsWith('chosen track')) && (p.querySelector('.js-plotly-plot, img, canvas, svg.main-svg'))",
-                 180, "the table and the plot")
-        wait_for(driver, f"{panel} return [...p.querySelectorAll('[data-testid=block-label], label')]"
-                 ".some(l => l.innerText.trim() === 'Mix') && p.querySelectorAll('audio').length >= 2", 60, "the mix")
+                              f"'{button}').click()")
+        wait_for(driver, f"{panel} {ready}", 240, "the results")
         time.sleep(4)  # waveforms and the plot settle
         errors = driver.execute_script("return [...document.querySelectorAll('[class*=toast], [data-testid*=toast]')].filter(e => e.offsetParent !== null)"
                                        ".map(e => e.innerText)")
@@ -88,7 +98,7 @@ def main() -> int:
         time.sleep(1.5)
         driver.execute_script("window.scrollTo(0, 0)")
         bottoms = driver.execute_script(
-            f"{panel} const row = [...p.querySelectorAll('button')].find(b => b.innerText.trim() === 'Find music')"
+            f"{panel} const row = [...p.querySelectorAll('button')].find(b => b.innerText.trim() === '{button}')"
             ".closest('.row'); const ex = p.querySelector('tr.tr-body').closest('.block');"
             " return [row.getBoundingClientRect().bottom, ex.getBoundingClientRect().bottom]")
         print("bottom of the inputs/results row, of the examples:", bottoms, flush=True)
