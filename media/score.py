@@ -4,10 +4,11 @@ The generator (:mod:`models.soundtrack`) reads and writes fixed channel layouts 
 16th notes. This module builds that grid and converts to and from it; it has no learned parts.
 
 - **The grid** (:func:`beat_grid`). The beat follows the hum's tempo, folded into ``TEMPO_RANGE``. Like the
-  timing controls of CMT (Di et al. 2021), the video's strong events (cuts, strong visual beats) are
-  anchors: the beats between two anchors are spaced evenly so that each anchor falls on a beat, as long as
-  that keeps the local tempo within ``MAX_WARP`` of the hum's; otherwise the anchor is skipped. Every beat is
-  split into ``STEPS_PER_BEAT`` steps, ``STEPS_PER_BAR`` to a bar.
+  timing controls of CMT (Di et al. 2021), the video's events (cuts, visual beats) are anchors: the 8th notes
+  between two anchors are spaced evenly so that each anchor falls on an 8th note, as long as that keeps the
+  local tempo within ``MAX_WARP`` of the hum's; otherwise the anchor is skipped, and moves only its nearest
+  16th (by at most ``MAX_NUDGE`` of a step). Every beat is split into ``STEPS_PER_BEAT`` steps,
+  ``STEPS_PER_BAR`` to a bar.
 - **Inputs** (:func:`condition`): the hum's notes as pitch class, voicing and onset per step; the position
   in the bar; the video's event strength, energy, brightness and colourfulness per step; the hum's key;
   slow noise (a few channels, constant over a bar) that varies the arrangement between seeds.
@@ -31,7 +32,13 @@ STEPS_PER_BAR = 16
 TEMPO_RANGE = (72.0, 144.0)  # a hum's tempo is folded into this octave
 DEFAULT_TEMPO = 100.0
 MAX_WARP = 0.15  # at most 15 % faster or slower than the hum's tempo between two anchors
-ANCHOR_STRENGTH = 0.5  # events at least this strong (every cut) are anchors of the grid
+ANCHOR_STRENGTH = 0.0  # events at least this strong are anchors of the grid (every event)
+ANCHOR_DIVISION = 2  # anchors fall on 8th notes: the grid bends by whole 8ths between them
+# the 5th and 95th percentiles of the bootstrap's stand-ins (energy, brightness, colourfulness) over the POP909
+# training data (training/soundtrack_data.py: video_proxies)
+CONTROL_RANGES = ((0.16, 0.69), (0.37, 0.66), (0.6, 0.7))
+EVENT_FLOOR = 0.6  # the bootstrap marks accents 0.6 and chord changes 1.0 (training/soundtrack_data.py)
+MAX_NUDGE = 0.5  # a weaker event moves its nearest step by up to half the shorter neighbouring step
 N_NOISE = 4
 
 # input channels
@@ -99,29 +106,46 @@ def fold_tempo(bpm: float) -> float:
 
 
 def beat_grid(duration_s: float, tempo_bpm: float, events: np.ndarray | None = None) -> np.ndarray:
-    """Step times (s) of a 16th-note grid covering ``[0, duration_s]``, with the video's strong events on beats.
+    """Step times (s) of a 16th-note grid covering ``[0, duration_s]``, with the video's events on its steps.
 
     ``events`` is a ``(k, 2)`` array of (time, strength); those of strength at least ``ANCHOR_STRENGTH``
     become anchors (see the module docstring). Returns the start of every step and, last, the first step
     time at or after ``duration_s``, so step ``i`` spans ``times[i] .. times[i + 1]``.
     """
-    beat = 60.0 / fold_tempo(tempo_bpm)
+    unit = 60.0 / fold_tempo(tempo_bpm) / ANCHOR_DIVISION
     anchors = [] if events is None or len(events) == 0 else sorted(
         float(t) for t, s in np.asarray(events, float).reshape(-1, 2) if s >= ANCHOR_STRENGTH and 0 < t < duration_s)
-    beats = [0.0]
+    units, accepted = [0.0], []
     for a in anchors:
-        span = a - beats[-1]
-        n = round(span / beat)
-        if n < 1 or abs(span / n / beat - 1.0) > MAX_WARP:
+        span = a - units[-1]
+        n = round(span / unit)
+        if n < 1 or abs(span / n / unit - 1.0) > MAX_WARP:
             continue
-        beats.extend(beats[-1] + span * np.arange(1, n + 1) / n)
-    while beats[-1] < duration_s:
-        beats.append(beats[-1] + beat)
-    beats = np.asarray(beats)
-    steps = beats[:-1, None] + np.diff(beats)[:, None] * np.arange(STEPS_PER_BEAT) / STEPS_PER_BEAT
-    times = np.append(steps.ravel(), beats[-1])
+        units.extend(units[-1] + span * np.arange(1, n + 1) / n)
+        accepted.append(a)
+    while units[-1] < duration_s or (len(units) - 1) % ANCHOR_DIVISION:  # whole beats, then cut at the end
+        units.append(units[-1] + unit)
+    units = np.asarray(units)
+    per_unit = STEPS_PER_BEAT // ANCHOR_DIVISION
+    steps = units[:-1, None] + np.diff(units)[:, None] * np.arange(per_unit) / per_unit
+    times = np.append(steps.ravel(), units[-1])
     last = int(np.searchsorted(times, duration_s, side="left"))  # the first time >= duration
-    return times[:last + 1]
+    times = times[:last + 1]
+    # every event that is not an anchor moves its nearest step onto itself (a 16th played a little early or
+    # late), so that a note struck there sounds with the event, not up to half a step (75 ms at 100 BPM) away
+    if events is not None and len(events) and len(times) > 2:
+        anchored = {round(a, 9) for a in accepted}
+        moved = set()
+        for t in sorted(float(t) for t, _ in np.asarray(events, float).reshape(-1, 2) if 0 < t < times[-2]):
+            if round(t, 9) in anchored:
+                continue
+            k = int(_nearest_step(times, np.array([t]))[0])
+            if k == 0 or k in moved or round(times[k], 9) in anchored:
+                continue
+            if abs(t - times[k]) <= MAX_NUDGE * min(times[k] - times[k - 1], times[k + 1] - times[k]):
+                times[k] = t
+                moved.add(k)
+    return times
 
 
 def _nearest_step(times: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -158,18 +182,23 @@ def melody_roll(notes, times: np.ndarray) -> np.ndarray:
 def video_roll(times: np.ndarray, event_times: np.ndarray, event_strength: np.ndarray,
                frame_times: np.ndarray, energy: np.ndarray, brightness: np.ndarray,
                colourfulness: np.ndarray) -> np.ndarray:
-    """``(steps, 4)``: event strength (the strongest event nearest to the step), then energy, brightness and
-    colourfulness averaged over the step (frame values interpolated at the step's middle)."""
+    """``(steps, 4)``: event strength (the strongest event nearest to the step, mapped to
+    ``EVENT_FLOOR`` .. 1: every detected event is at least an accent, as the bootstrap's stand-ins are), then
+    energy, brightness and colourfulness at the step's middle (frame values interpolated), each mapped from
+    0..1 onto ``CONTROL_RANGES``: the range its music-derived stand-in covers in training, as CMT maps video
+    features onto its music attributes. Without it a calm video (energy 0.08) sat far under anything the
+    generator had seen, and it played almost nothing, not even at the video's events."""
     n = len(times) - 1
     roll = np.zeros((n, 4), np.float32)
     event_times = np.asarray(event_times, float)
     if len(event_times):
         idx = _nearest_step(times, event_times)
-        np.maximum.at(roll[:, 0], idx, np.asarray(event_strength, np.float32))
+        strength = EVENT_FLOOR + (1 - EVENT_FLOOR) * np.clip(np.asarray(event_strength, np.float32), 0, 1)
+        np.maximum.at(roll[:, 0], idx, strength)
     mid = (times[:-1] + times[1:]) / 2
-    for c, values in enumerate((energy, brightness, colourfulness), start=1):
+    for c, values, (low, high) in zip((1, 2, 3), (energy, brightness, colourfulness), CONTROL_RANGES):
         if len(frame_times):
-            roll[:, c] = np.interp(mid, frame_times, values)
+            roll[:, c] = low + (high - low) * np.clip(np.interp(mid, frame_times, values), 0, 1)
     return roll
 
 
@@ -241,8 +270,8 @@ def _place(pc: int, centre: float) -> int:
 def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arrangement:
     """Notes of the generator's probabilities ``out`` (``(steps, OUT_CHANNELS)``, softmax and sigmoid applied)
     on the grid ``times``. The lead sits nearest to ``lead_centre`` (the hum's register, raised to at least
-    C4), the accompaniment around its predicted register, the bass in the octave from E1; velocities follow the
-    predicted dynamics."""
+    C4), the accompaniment around its predicted register, the bass (struck at its onsets only) in the octave
+    from E1, a pad holding each beat's chord; velocities follow the predicted dynamics."""
     from media.synth import NoteEvent
 
     n = len(out)
@@ -252,10 +281,14 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
     lead_pc = np.where(lead_pc == 12, -1, lead_pc)
     lead = [NoteEvent(start[a], end[b - 1], _place(pc, max(lead_centre, 60.0)), int(min(127, vel[a] + LEAD_LOUDER)),
                       LEAD_PROGRAM) for a, b, pc in _runs(lead_pc, out[:, OUT_LEAD_ON] > 0.5)]
-    bass_pc = out[:, OUT_BASS].argmax(1)
-    bass_pc = np.where(bass_pc == 12, -1, bass_pc)
-    bass = [NoteEvent(start[a], end[b - 1], 28 + (pc - 4) % 12, int(vel[a]), BASS_PROGRAM)
-            for a, b, pc in _runs(bass_pc, out[:, OUT_BASS_ON] > 0.5)]
+    # the bass is struck only at its onsets (a pitch-class flicker between them does not re-strike it): each
+    # note takes the pitch class most probable over its span, or none
+    bass = []
+    strikes = list(np.flatnonzero(out[:, OUT_BASS_ON] > 0.5)) + [n]
+    for a, b in zip(strikes[:-1], strikes[1:]):
+        pc = int(out[a:b, OUT_BASS].mean(0).argmax())
+        if pc < 12:
+            bass.append(NoteEvent(start[a], end[b - 1], 28 + (pc - 4) % 12, int(vel[a]), BASS_PROGRAM))
     chord = out[:, OUT_CHORD]
     comp, pad = [], []
     on = np.flatnonzero(out[:, OUT_COMP_ON] > 0.5)

@@ -40,6 +40,7 @@ from media import score
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "soundtrack"
 MODEL_TYPE = "soundtrack_generator"
+EVENT_ONSET_WEIGHT = 3.0  # onset losses weigh 4x on steps with a full-strength video event
 DEPTH = 3  # pooling levels: sequences are padded to a multiple of 2**DEPTH
 
 
@@ -245,10 +246,13 @@ def difference(candidate: torch.Tensor, matching: torch.Tensor, lead_known: torc
     return (parts.sum(1)) / (4 + known)
 
 
-def reconstruction_losses(logits: torch.Tensor, target: torch.Tensor, lead_known: torch.Tensor) -> dict:
+def reconstruction_losses(logits: torch.Tensor, target: torch.Tensor, lead_known: torch.Tensor,
+                          event: torch.Tensor | None = None) -> dict:
     """Per-part losses of generator ``logits`` against a real arrangement ``target`` (both ``(B, T, OUT)``):
     cross-entropy for the lead and the bass, binary cross-entropy for onsets and chord pitch classes, L1 for
-    dynamics and register. ``lead_known`` (B,) masks the lead for samples whose matching music has none."""
+    dynamics and register. ``lead_known`` (B,) masks the lead for samples whose matching music has none.
+    ``event`` (B, T), the video's event strength per step: the accompaniment's and bass onsets weigh
+    ``1 + EVENT_ONSET_WEIGHT * event`` there, so the music strikes with the video."""
     def ce(group: slice) -> torch.Tensor:
         return F.cross_entropy(logits[..., group].reshape(-1, 13), target[..., group].argmax(-1).reshape(-1),
                                reduction="none").view(target.shape[:2]).mean(1)
@@ -259,10 +263,11 @@ def reconstruction_losses(logits: torch.Tensor, target: torch.Tensor, lead_known
     mask = lead_known.float()
     lead = (ce(score.OUT_LEAD) + bce(score.OUT_LEAD_ON).mean(1)) * mask
     probs = torch.sigmoid(logits)
+    weight = 1.0 if event is None else 1.0 + EVENT_ONSET_WEIGHT * event
     return {"lead": lead.sum() / mask.sum().clamp(min=1),
             "chord": bce(score.OUT_CHORD).mean(),
-            "bass": ce(score.OUT_BASS).mean() + bce(score.OUT_BASS_ON).mean(),
-            "comp": bce(score.OUT_COMP_ON).mean(),
+            "bass": ce(score.OUT_BASS).mean() + (bce(score.OUT_BASS_ON) * weight).mean(),
+            "comp": (bce(score.OUT_COMP_ON) * weight).mean(),
             "dynamics": (probs[..., 41:] - target[..., 41:]).abs().mean()}
 
 

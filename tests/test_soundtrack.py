@@ -27,20 +27,22 @@ SR = 16000
 # ------------------------------------------------------------------------------------------------
 # the grid and the score (fast)
 # ------------------------------------------------------------------------------------------------
-def test_the_grid_puts_strong_events_on_beats_and_covers_the_video():
+def test_the_grid_puts_events_on_eighth_notes_and_covers_the_video():
     times = score.beat_grid(10.0, 100.0, np.array([[3.1, 1.0], [3.3, 0.2], [7.4, 1.0]]))
-    beats = times[::score.STEPS_PER_BEAT]
-    for t in (3.1, 7.4):  # the cuts (strength 1) are beats
-        assert np.abs(beats - t).min() < 1e-9
+    eighths = times[::score.STEPS_PER_BEAT // score.ANCHOR_DIVISION]
+    for t in (3.1, 7.4):  # the cut and the strong beat fall on 8th notes ...
+        assert np.abs(eighths - t).min() < 1e-9
+    assert np.abs(times - 3.3).min() < 1e-9  # ... and the weak event 0.2 s later on a step
     assert times[0] == 0 and times[-2] < 10.0 <= times[-1]
-    local = np.diff(beats[beats <= 7.4])
-    assert np.all(np.abs(local / 0.6 - 1) <= score.MAX_WARP + 1e-9)  # within 15 % of 100 BPM
+    local = np.diff(eighths[eighths <= 3.1])
+    assert np.all(np.abs(local / 0.3 - 1) <= score.MAX_WARP + 1e-9)  # within 15 % of 100 BPM
 
 
-def test_an_anchor_that_would_bend_the_tempo_too_far_is_skipped():
-    times = score.beat_grid(4.0, 120.0, np.array([[0.7, 1.0]]))  # 0.7 s: 1.4 beats, 30 % off either way
+def test_an_event_that_would_bend_the_tempo_too_far_only_moves_its_step():
+    times = score.beat_grid(4.0, 120.0, np.array([[0.16, 1.0]]))  # 0.16 s: 0.64 of an 8th note
     beats = times[::score.STEPS_PER_BEAT]
-    assert np.allclose(np.diff(beats[:4]), 0.5)
+    assert np.allclose(np.diff(beats[:4]), 0.5)  # the beat is not bent ...
+    assert times[1] == pytest.approx(0.16) and times[2] == pytest.approx(0.25)  # ... the nearest 16th moves
 
 
 def test_tempo_folds_into_range():
@@ -221,3 +223,43 @@ def test_cli_json_and_exit_codes(inputs, tmp_path):
                           "--out", str(tmp_path / "e.mp4")], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# training on the Pair annotation task's export (--dataset)
+# ------------------------------------------------------------------------------------------------
+def test_training_reads_a_pair_export(inputs, tmp_path):
+    from annotation.export import export
+    from media.synth import NoteEvent, render
+    from training import soundtrack_data as data
+    from training import train_soundtrack as ts
+
+    _, hum, video = inputs
+    root = tmp_path / "media"
+    (root / "videos").mkdir(parents=True)
+    (root / "tracks").mkdir()
+    (root / "videos" / "clip.mp4").write_bytes(video.read_bytes())
+    chords = [NoteEvent(i * 1.5, i * 1.5 + 1.4, 48 + p, 80, 0) for i in range(4) for p in (0, 4, 7)]
+    write_audio(root / "tracks" / "c_major.wav", render(chords, 22050, 6.0), 22050)
+    items = [{"item_id": 1, "item_key": "k1", "is_gold": False, "gold_answer": None, "media_root": str(root),
+              "payload": {"video": "videos/clip.mp4", "candidates": ["tracks/c_major.wav"]}}]
+    labels = [{"label_id": 1, "client_id": "c1", "task": "hums", "kind": "pair", "item_id": 1, "item_key": "k1",
+               "annotator": "ann", "value": "tracks/c_major.wav", "tags": [], "dwell_ms": 3000,
+               "presentation": {"order": ["tracks/c_major.wav"]}, "hum_sha256": "ab", "hum_path": str(hum),
+               "hum_flag": False, "is_gold": False, "gold_answer": None, "app_version": "test",
+               "created_at": "2026-01-01T00:00:00+00:00", "revision": 0}]
+    meta = {"name": "hums", "kind": "pair", "instructions": "Hum, then pick.", "per_item": 1, "gold_rate": 0.0,
+            "media_root": str(root), "n_items": 1, "created_at": "2026-01-01T00:00:00+00:00"}
+    export(meta, labels, items, set(), tmp_path / "export")
+    rows = data.pair_rows(str(tmp_path / "export"))
+    assert len(rows) == 1 and rows[0]["source"] == "human"
+    arrays, manifest = data.load_samples(tmp_path / "cache", [str(tmp_path / "export")], bootstrap=False)
+    target = arrays["target"]
+    assert manifest[0]["source"] == "human" and len(target) == manifest[0]["steps"] > 16
+    held = target[:, score.OUT_CHORD].sum(0)
+    assert set(np.argsort(-held)[:3]) == {0, 4, 7}  # the track's C major chord, read from its audio
+    assert target[:, 12].all()  # no lead from a track
+    out = ts.train(ts.parse_args(["--dataset", str(tmp_path / "export"), "--no-bootstrap", "--max-iters", "2",
+                                  "--min-iters", "0", "--eval-every", "1000", "--batch", "2",
+                                  "--cache", str(tmp_path / "cache")]))
+    assert out["meta"]["data"]["sources"] == {"human": 1} and out["meta"]["stop"]["iterations"] == 2

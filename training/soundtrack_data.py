@@ -115,12 +115,14 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
 
 def video_proxies(target: np.ndarray, chord_change: np.ndarray, n_onsets: np.ndarray) -> np.ndarray:
     """CMT-style stand-ins for the video's controls, read from the music (``(steps, 4)``, as
-    :func:`media.score.video_roll`): event strength 1 where the chord changes, 0.6 where the accompaniment
-    strikes three notes or more at once; energy from the onset density (per step, over 2 beats) and the
-    dynamics; brightness from the register and colourfulness from the chord's size, each over a bar."""
+    :func:`media.score.video_roll`): event strength 1 where the chord changes with a note struck, 0.6 where
+    the accompaniment strikes three notes or more at once (so an event always comes with an onset, as the
+    video's events should); energy from the onset density (per step, over 2 beats) and the dynamics;
+    brightness from the register and colourfulness from the chord's size, each over a bar."""
     n = len(target)
     out = np.zeros((n, 4), np.float32)
-    out[:, 0] = np.where(chord_change, 1.0, np.where(n_onsets >= 3, 0.6, 0.0))
+    struck = (target[:, score.OUT_COMP_ON] > 0) | (target[:, score.OUT_BASS_ON] > 0)
+    out[:, 0] = np.where(chord_change & struck, 1.0, np.where(n_onsets >= 3, 0.6, 0.0))
     density = _smooth(np.minimum(n_onsets, 4).astype(float), 2 * score.STEPS_PER_BEAT)
     out[:, 1] = np.clip(0.7 * density / 1.5 + 0.3 * _smooth(target[:, score.OUT_DYN], 8), 0, 1)
     out[:, 2] = _smooth(target[:, score.OUT_REG], score.STEPS_PER_BAR)
@@ -316,9 +318,19 @@ def pair_song(hum: str, video: str, matching: str, seed: int = 0) -> dict:
             "keys": np.repeat(score.key_vector(melody.key)[None], N_HUMS, 0), "first": 0, "times": times}
 
 
+def pair_tasks(where: str) -> list[str]:
+    """The Pair tasks exported in ``where``: the task of a task's own export folder, every task folder of an
+    export root whose summary says ``kind: pair``, or ``["pair"]`` (a Hub dataset's config name)."""
+    folder = Path(where)
+    summaries = [folder / "summary.json"] if (folder / "summary.json").is_file() else sorted(folder.glob("*/summary.json"))
+    tasks = [json.loads(p.read_text()) for p in summaries]
+    found = [t["task"] for t in tasks if t.get("kind", "pair") == "pair"]
+    return found or ["pair"]
+
+
 def pair_rows(where: str) -> list[dict]:
-    """(hum, video, matching, label_source) paths of the labels of a Pair export (``annotation.load_labels``);
-    labels that chose no track are left out."""
+    """(hum, video, matching, label_source) paths of the labels of the Pair exports in ``where``
+    (``annotation.load_labels``); labels that chose no track, or carry no hum, are left out."""
     import tempfile
 
     from annotation.export import load_labels
@@ -326,10 +338,10 @@ def pair_rows(where: str) -> list[dict]:
 
     spool = Path(tempfile.gettempdir()) / "avstudio_pair_media"
     spool.mkdir(exist_ok=True)
-    table = load_labels(where, "pair")["labels"]
+    table = [r for task in pair_tasks(where) for r in load_labels(where, task)["labels"]]
     rows = []
     for r in table:
-        if not r["value"] or not r.get("matching_audio"):
+        if not r["value"] or not r.get("matching_audio") or not r.get("sample_audio"):
             continue
         rows.append({"hum": _media_path(r["sample_audio"], spool), "video": _media_path(r["sample_video"], spool),
                      "matching": _media_path(r["matching_audio"], spool),

@@ -56,10 +56,15 @@ class Samples:
         self.keys = arrays["keys"]
         self.rows = rows
         self.windows = []  # (song index, start step in the stacked arrays, position of that step in the bar)
-        for i, r in enumerate(rows):
-            for a in range(0, r["steps"] - WINDOW + 1, WINDOW):
+        for i, r in enumerate(rows):  # a song shorter than a window is one window, looped
+            for a in range(0, max(1, r["steps"] - WINDOW + 1), WINDOW):
                 self.windows.append((i, r["offset"] + a, (r["first"] + a) % score.STEPS_PER_BAR))
         self.matches: list[tuple[int, int, float]] = []  # (window, window whose music is the match, similarity)
+
+    def _steps(self, song: int, start: int) -> np.ndarray:
+        """The stacked-array indices of the window from ``start``, looped within its song."""
+        r = self.rows[song]
+        return r["offset"] + (start - r["offset"] + np.arange(WINDOW)) % r["steps"]
 
     def subset(self, keep) -> list[int]:
         return [w for w, (i, _, _) in enumerate(self.windows) if keep(self.rows[i]["song"])]
@@ -69,15 +74,16 @@ class Samples:
         cond, target, lead_known = [], [], []
         for w, m in items:
             i, a, pos = self.windows[w]
-            _, b, _ = self.windows[m]
+            j, b, _ = self.windows[m]
+            sa, sb = self._steps(i, a), self._steps(j, b)
             h = rng.integers(self.hums.shape[0]) if train else 0
             x = np.zeros((WINDOW, score.IN_CHANNELS), np.float32)
-            x[:, :14] = self.hums[h, a:a + WINDOW]
+            x[:, :14] = self.hums[h, sa]
             x[:, score.IN_POS] = score.position_roll(WINDOW, pos)
-            x[:, 30:34] = self.video[a:a + WINDOW]
+            x[:, 30:34] = self.video[sa]
             x[:, 34:47] = self.keys[i, h]
             x[:, score.IN_NOISE] = score.noise_roll(WINDOW, rng, pos)
-            y = self.target[b:b + WINDOW].copy()
+            y = self.target[sb].copy()
             if train:
                 if rng.random() < 0.1:
                     x[:, score.IN_EVENT] = 0  # no video events
@@ -124,7 +130,7 @@ def embedding(target: np.ndarray) -> np.ndarray:
 def embeddings(samples: Samples, windows: list[int]) -> np.ndarray:
     """:func:`embedding` of each window's matching music, each name standardised over ``windows`` (z-scores,
     so the pitch-class shares weigh as much as the scalars), then scaled to unit length for the cosine."""
-    emb = np.stack([embedding(samples.target[a:a + WINDOW]) for _, a, _ in (samples.windows[w] for w in windows)])
+    emb = np.stack([embedding(samples.target[samples._steps(i, a)]) for i, a, _ in (samples.windows[w] for w in windows)])
     emb = (emb - emb.mean(0)) / (emb.std(0) + 1e-9)
     return emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-9)
 
@@ -153,10 +159,13 @@ def evaluate(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples:
     """Held-out figures on whole-song windows, each beside a baseline:
     lead pitch-class accuracy (baseline: copy the hum), chord pitch-class F1 (baseline: the hum key's tonic
     triad throughout), bass accuracy (baseline: the tonic), accompaniment onsets on the steps with a video
-    event (baseline: the share of all steps the generator strikes), and the discriminator's difference."""
+    event (baseline: the share of all steps the generator strikes; ``struck_*``: accompaniment or bass), and
+    the discriminator's difference."""
+    if not test:
+        return {}
     model.eval()
     res = {k: [] for k in ("lead_acc", "lead_copy_acc", "chord_f1", "chord_tonic_f1", "bass_acc", "bass_tonic_acc",
-                           "comp_on_event", "comp_on_any", "difference")}
+                           "comp_on_event", "comp_on_any", "struck_on_event", "struck_any", "difference")}
     with torch.no_grad():
         for j in range(0, len(test), 64):
             items = [(w, w) for w in test[j:j + 64]]
@@ -186,6 +195,9 @@ def evaluate(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples:
             struck = p[..., score.OUT_COMP_ON] > 0.5
             res["comp_on_event"].append(struck[event])
             res["comp_on_any"].append(struck.ravel())
+            either = struck | (p[..., score.OUT_BASS_ON] > 0.5)
+            res["struck_on_event"].append(either[event])
+            res["struck_any"].append(either.ravel())
     model.train()
     return {k: float(np.mean(np.concatenate([np.ravel(v) for v in vals]))) for k, vals in res.items()}
 
@@ -216,6 +228,8 @@ def train(args) -> dict:
     samples = Samples(arrays, rows)
     train_w = samples.subset(lambda s: not held_out(s))
     test_w = samples.subset(held_out)
+    if not train_w:
+        raise SystemExit("no training samples: every sample fell in the held-out songs")
     added = augment(samples, train_w, args.augment) if args.augment else []
     items = [(w, w) for w in train_w] + [(a["window"], a["match"]) for a in added]
     model, disc = SoundtrackGenerator(), DifferenceDiscriminator()
@@ -243,7 +257,7 @@ def train(args) -> dict:
         # generator step, discriminator frozen
         disc.requires_grad_(False)
         logits = model(cond)
-        parts = reconstruction_losses(logits, y, lead_known)
+        parts = reconstruction_losses(logits, y, lead_known, cond[..., score.IN_EVENT])
         rec = sum(parts.values())
         hard = model.hard(model.probabilities(logits))
         g_diff = disc(hard, y, cond).mean()
