@@ -20,6 +20,7 @@ All times are seconds; pitch classes count from C.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,7 +286,7 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
     # note takes the pitch class most probable over its span, or none
     bass = []
     strikes = list(np.flatnonzero(out[:, OUT_BASS_ON] > 0.5)) + [n]
-    for a, b in zip(strikes[:-1], strikes[1:]):
+    for a, b in itertools.pairwise(strikes):
         pc = int(out[a:b, OUT_BASS].mean(0).argmax())
         if pc < 12:
             bass.append(NoteEvent(start[a], end[b - 1], 28 + (pc - 4) % 12, int(vel[a]), BASS_PROGRAM))

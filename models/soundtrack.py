@@ -193,8 +193,9 @@ class SoundtrackGenerator(nn.Module):
                           "alignment, preset conditions, speed)",
             limitations="Learned from Chinese pop piano arrangements only (POP909): one style, no drums. "
                         "The video controls were learned from music-derived stand-ins, not from real videos "
-                        "paired with music. The hum's timing is kept; the grid bends only between video "
-                        "anchors.",
+                        "paired with music. It strikes on 94 % of real videos' events, but the music is busy, so "
+                        "randomly shifted music meets 63 % of them too: a ratio of 1.43, short of the 1.5 target. "
+                        "Sung ornaments faster than a 16th note are smoothed away.",
             data_names=metadata.get("data_names", ["pop909"]))
 
 
@@ -293,7 +294,9 @@ CARD_EVALUATION = [
      "key": "quality.follows_video.share_within_70ms"},
     {"measure": "same, output shifted randomly (baseline)", "results": "soundtrack.json",
      "key": "quality.follows_video.shifted_baseline"},
-    {"measure": "preset conditions met (outputs)", "results": "soundtrack.json", "key": "quality.preset_conditions.met"},
+    {"measure": "their ratio", "results": "soundtrack.json", "key": "quality.follows_video.ratio", "target": ">= 1.5"},
+    {"measure": "outputs meeting the preset conditions (of 54)", "results": "soundtrack.json",
+     "key": "quality.preset_conditions.met"},
     {"measure": "held-out POP909 lead pitch-class accuracy", "results": "soundtrack_train.json",
      "key": "held_out.lead_acc"},
     {"measure": "same, copying the hum (baseline)", "results": "soundtrack_train.json", "key": "held_out.lead_copy_acc"},

@@ -29,7 +29,7 @@ def make(hum: str | None, video: str | None, seed: float | None, progress=gr.Pro
     folder = new_output_dir()
     stem = Path(video).stem
     result = run(soundtrack.soundtrack, hum, video, out_path=folder / f"{stem}_soundtrack.mp4",
-                 audio_out=folder / f"{stem}_soundtrack.wav", seed=None if seed in (None, "") else int(seed),
+                 audio_out=folder / f"{stem}_soundtrack.wav", seed=int(seed) if seed else None,
                  progress=progress)
     return result.output_path, result.audio_path, soundtrack.plot_result(result), result.summary(paths=False)
 
@@ -40,7 +40,8 @@ def build() -> None:
         with gr.Column():
             hum = gr.Audio(label="Your melody (hum or sing)", sources=["microphone", "upload"], type="filepath")
             video = gr.Video(label="Your video", sources=["upload", "webcam"])
-            seed = gr.Number(label="Seed (empty: one fixed by your hum and video)", value=None, precision=0)
+            seed = gr.Number(label="Seed (0: the arrangement your hum and video fix; any other number: another one)",
+                             value=0, precision=0)
             button = gr.Button("Make the soundtrack", variant="primary")
         with gr.Column():
             out_video = gr.Video(label="Your video with its soundtrack")
@@ -49,6 +50,6 @@ def build() -> None:
             details = gr.JSON(label="Details", open=False)
     hum_example, video_example = EXAMPLES / "soundtrack_hum_ode_to_joy.wav", EXAMPLES / "sync_astronaut_in_sync.mp4"
     if hum_example.is_file() and video_example.is_file():
-        gr.Examples([[str(hum_example), str(video_example), None]], inputs=[hum, video, seed])
+        gr.Examples([[str(hum_example), str(video_example), 0]], inputs=[hum, video, seed])
     button.click(make, [hum, video, seed], [out_video, out_audio, plot, details], api_name="soundtrack",
                  concurrency_limit=1)

@@ -124,7 +124,7 @@ def test_soundtrack_through_the_api(client, tmp_path):
     examples = Path(__file__).resolve().parents[1] / "examples"
     clip = examples / "sync_astronaut_in_sync.mp4"
     video, audio, plot, details = client.predict(handle_file(str(examples / "soundtrack_hum_ode_to_joy.wav")),
-                                                 handle_file(str(clip)), None, api_name="/soundtrack")
+                                                 handle_file(str(clip)), 0, api_name="/soundtrack")
     video = video["video"] if isinstance(video, dict) else video
     assert probe(video).has_audio and audio and plot is not None and details["noise_free"]
     assert abs(details["loudness_lufs"] + 14) < 0.5 and details["notes_by_part"]["lead"] > 0

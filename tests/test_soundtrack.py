@@ -16,7 +16,13 @@ from media.io import probe, read_audio, write_audio, write_video
 from media.melody import Note
 from media.mix import true_peak_db
 from models.soundtrack import DifferenceDiscriminator, SoundtrackGenerator, difference
-from pipelines.soundtrack import SoundtrackError, _events_met, fill, plot_result, soundtrack
+from pipelines.soundtrack import (
+    SoundtrackError,
+    _events_met,
+    fill,
+    plot_result,
+    soundtrack,
+)
 from tests.test_melody import TUNE
 from tests.test_melody import hum as hum_wave
 from training.soundtrack_data import chord_pcs, hum_like

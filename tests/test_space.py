@@ -73,6 +73,6 @@ def test_every_tab_serves_its_examples(space):
                                           ["smile"], 1.0, 25, api_name="/music_face")
     assert video and details["n_frames"] == 300
     video, audio, _, details = client.predict(handle_file(str(examples / "soundtrack_hum_ode_to_joy.wav")),
-                                              handle_file(str(examples / "sync_astronaut_in_sync.mp4")), None,
+                                              handle_file(str(examples / "sync_astronaut_in_sync.mp4")), 0,
                                               api_name="/soundtrack")
     assert video and audio and details["noise_free"]

@@ -241,8 +241,8 @@ def build_pop909(out: Path, limit: int | None = None, workers: int = 2) -> Path:
             offset = sum(len(t) for t in arrays["target"])
             rows.append({"song": f"pop909/{name}", "source": "pop909", "steps": len(song["target"]),
                          "offset": offset, "first": song["first"]})
-            for key in arrays:
-                arrays[key].append(song[key])
+            for key, stack in arrays.items():
+                stack.append(song[key])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "pop909.npz"
     np.savez_compressed(path, target=np.concatenate(arrays["target"]).astype(np.float16),
