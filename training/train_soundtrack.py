@@ -223,7 +223,6 @@ def _f1(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     arrays, rows = data.load_samples(Path(args.cache), args.dataset, bootstrap=not args.no_bootstrap)
     samples = Samples(arrays, rows)
     train_w = samples.subset(lambda s: not held_out(s))
