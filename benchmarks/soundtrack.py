@@ -28,8 +28,8 @@ the bundled generator (trained on POP909 MIDI only). For each output:
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,9 +44,9 @@ import soundfile as sf
 from media.io import probe, read_audio, read_video, write_audio, write_video
 from media.melody import HOP_S, extract_melody
 from media.mix import NOISE_FLATNESS_MAX, spectral_flatness, true_peak_db
-from media.video_events import video_events
 from models.provenance import save_results
 from pipelines import soundtrack as st
+from training.make_bgm_fit_labels import media_root
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ["moviepy_chaplin.mp4", "moviepy_video_with_failing_audio_airfield.mp4",
@@ -54,18 +54,14 @@ VIDEOS = ["moviepy_chaplin.mp4", "moviepy_video_with_failing_audio_airfield.mp4"
           "mmaction2_test_makeup.avi", "liveportrait_s20_noaudio.mp4"]
 SR = 22050
 HOP = 256  # 11.6 ms chroma frames
-TOL = st.EVENT_TOLERANCE_S
 EXAMPLES = [("vocadito_10.wav", "moviepy_chaplin.mp4"), ("smstools_tibetan-chant.wav",
             "mmaction2_test_video_structuralize_basketball.mp4"), ("vocadito_14.wav",
             "moviepy_video_with_failing_audio_airfield.mp4")]
 
 
-def media_root() -> Path:
-    return Path(os.environ.get("AVSTUDIO_MEDIA", ROOT.parent / "shared" / "media"))
-
-
+@functools.lru_cache(maxsize=64)
 def hum_classes(hum: Path, seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times, pitch class or -1) of the hum's first ``seconds``, every 10 ms."""
+    """(times, pitch class or -1) of the hum's first ``seconds``, every 10 ms (once per hum and length)."""
     y = read_audio(hum, sr=st.HUM_SR)[:round(seconds * st.HUM_SR)]
     track = extract_melody(y, st.HUM_SR).pitch_track
     pc = np.where(np.isfinite(track), np.nan_to_num(track).astype(int) % 12, -1)
@@ -82,21 +78,27 @@ def chroma_follow(times: np.ndarray, pc: np.ndarray, chroma: np.ndarray) -> floa
     return float(np.mean(c[pc[voiced][ok], np.flatnonzero(ok)] / norm[ok])) if ok.any() else 0.0
 
 
-def near(events: np.ndarray, marks: np.ndarray, tol: float = TOL) -> np.ndarray:
-    """Per event: a mark within ``tol``."""
-    if not len(marks):
-        return np.zeros(len(events), bool)
-    marks = np.sort(marks)
-    i = np.clip(np.searchsorted(marks, events), 1, len(marks) - 1)
-    gap = np.minimum(np.abs(events - marks[i - 1]), np.abs(marks[i] - events))
-    return gap <= tol
-
-
 def music_marks(y: np.ndarray) -> np.ndarray:
     """Onsets and beats detected in the audio ``y`` (s)."""
     onsets = librosa.onset.onset_detect(y=y, sr=SR, units="time")
     _, beats = librosa.beat.beat_track(y=y, sr=SR, units="time")
     return np.unique(np.concatenate([onsets, np.atleast_1d(beats)]))
+
+
+def onset_f_measure(ya: np.ndarray, yb: np.ndarray) -> float:
+    """F-measure of the onsets detected in two signals (70 ms), over their common length."""
+    n = min(len(ya), len(yb))
+    oa = librosa.onset.onset_detect(y=ya[:n], sr=SR, units="time")
+    ob = librosa.onset.onset_detect(y=yb[:n], sr=SR, units="time")
+    p, r = st.near_marks(oa, ob).mean() if len(oa) else 0.0, st.near_marks(ob, oa).mean() if len(ob) else 0.0
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def chroma_cosine(ca: np.ndarray, cb: np.ndarray) -> float:
+    """Mean frame-wise cosine of two chromagrams over their common length."""
+    n = min(ca.shape[1], cb.shape[1])
+    num = (ca[:, :n] * cb[:, :n]).sum(0)
+    return float(np.mean(num / (np.linalg.norm(ca[:, :n], axis=0) * np.linalg.norm(cb[:, :n], axis=0) + 1e-9)))
 
 
 def loudness_envelope(y: np.ndarray, n: int) -> np.ndarray:
@@ -109,7 +111,6 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
     runs = {}
     for video in videos:
         vpath = media / "video" / video
-        ev = video_events(vpath)
         for hum in hums:
             wav = out / f"{hum.stem}__{Path(video).stem}.wav"
             r = st.soundtrack(hum, vpath, out_path=wav.with_suffix(".mp4"), audio_out=wav, model=model)
@@ -119,7 +120,7 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
             y44 = read_audio(wav, sr=44100)
             runs[(hum.name, video)] = {
                 "y": y, "chroma": librosa.feature.chroma_cqt(y=y, sr=SR, hop_length=HOP),
-                "events": ev.events()[:, 0], "duration": dur, "fps": info.fps, "timings": r.timings,
+                "events": np.array(r.events).reshape(-1, 2)[:, 0], "duration": dur, "fps": info.fps, "timings": r.timings,
                 "preset": {"length_error_s": abs(len(y44) / 44100 - dur),
                            "lufs": pyloudnorm.Meter(44100).integrated_loudness(y44),
                            "true_peak_dbtp": true_peak_db(y44, 44100),
@@ -141,28 +142,21 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
             per_hum.setdefault(hum.stem, []).append(own)
             marks = music_marks(run["y"])
             ev = run["events"]
-            met += near(ev, marks).sum()
+            met += st.near_marks(ev, marks).sum()
             d = run["duration"]
-            shifted += np.mean([near(ev, (marks + rng.uniform(0.25, d - 0.25)) % d).sum() for _ in range(50)])
+            shifted += np.mean([st.near_marks(ev, (marks + rng.uniform(0.25, d - 0.25)) % d).sum() for _ in range(50)])
             n_events += len(ev)
     # personal: same video, different hums; same hum, different videos
     cross_hum = []
     for video in videos:
         for a, b in itertools.combinations(hums, 2):
-            ca, cb = runs[(a.name, video)]["chroma"], runs[(b.name, video)]["chroma"]
-            n = min(ca.shape[1], cb.shape[1])
-            num = (ca[:, :n] * cb[:, :n]).sum(0)
-            den = np.linalg.norm(ca[:, :n], axis=0) * np.linalg.norm(cb[:, :n], axis=0) + 1e-9
-            cross_hum.append(float(np.mean(num / den)))
+            cross_hum.append(chroma_cosine(runs[(a.name, video)]["chroma"], runs[(b.name, video)]["chroma"]))
     onset_f, env_r = [], []
     for hum in hums:
         for va, vb in itertools.combinations(videos, 2):
             ra, rb = runs[(hum.name, va)], runs[(hum.name, vb)]
             n = min(len(ra["y"]), len(rb["y"]))
-            oa = librosa.onset.onset_detect(y=ra["y"][:n], sr=SR, units="time")
-            ob = librosa.onset.onset_detect(y=rb["y"][:n], sr=SR, units="time")
-            p, r_ = near(oa, ob).mean() if len(oa) else 0.0, near(ob, oa).mean() if len(ob) else 0.0
-            onset_f.append(2 * p * r_ / (p + r_) if p + r_ else 0.0)
+            onset_f.append(onset_f_measure(ra["y"], rb["y"]))
             ea, eb = loudness_envelope(ra["y"], n), loudness_envelope(rb["y"], n)
             env_r.append(float(np.corrcoef(ea, eb)[0, 1]) if len(ea) > 2 else 0.0)
     # reference: the same hum and video with another seed (how much the noise alone changes)
@@ -173,16 +167,8 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
             st.soundtrack(hum, media / "video" / video, out_path=wav.with_suffix(".mp4"), audio_out=wav, model=model,
                           seed=12345)
             y2, ref = read_audio(wav, sr=SR), runs[(hum.name, video)]
-            n = min(len(y2), len(ref["y"]))
-            o1 = librosa.onset.onset_detect(y=ref["y"][:n], sr=SR, units="time")
-            o2 = librosa.onset.onset_detect(y=y2[:n], sr=SR, units="time")
-            p, r_ = near(o1, o2).mean() if len(o1) else 0.0, near(o2, o1).mean() if len(o2) else 0.0
-            seed_f.append(2 * p * r_ / (p + r_) if p + r_ else 0.0)
-            c2 = librosa.feature.chroma_cqt(y=y2, sr=SR, hop_length=HOP)
-            m = min(c2.shape[1], ref["chroma"].shape[1])
-            num = (c2[:, :m] * ref["chroma"][:, :m]).sum(0)
-            seed_cos.append(float(np.mean(num / (np.linalg.norm(c2[:, :m], axis=0)
-                                                 * np.linalg.norm(ref["chroma"][:, :m], axis=0) + 1e-9))))
+            seed_f.append(onset_f_measure(ref["y"], y2))
+            seed_cos.append(chroma_cosine(librosa.feature.chroma_cqt(y=y2, sr=SR, hop_length=HOP), ref["chroma"]))
     presets = [r["preset"] | {"fps": r["fps"]} for r in runs.values()]
     ok = [p["length_error_s"] <= 1 / p["fps"] + 1e-6 and abs(p["lufs"] + 14) <= 0.5 and p["true_peak_dbtp"] <= -1.0
           and p["flatness"] <= NOISE_FLATNESS_MAX for p in presets]

@@ -126,10 +126,7 @@ def beat_grid(duration_s: float, tempo_bpm: float, events: np.ndarray | None = N
         accepted.append(a)
     while units[-1] < duration_s or (len(units) - 1) % ANCHOR_DIVISION:  # whole beats, then cut at the end
         units.append(units[-1] + unit)
-    units = np.asarray(units)
-    per_unit = STEPS_PER_BEAT // ANCHOR_DIVISION
-    steps = units[:-1, None] + np.diff(units)[:, None] * np.arange(per_unit) / per_unit
-    times = np.append(steps.ravel(), units[-1])
+    times = subdivide(np.asarray(units), STEPS_PER_BEAT // ANCHOR_DIVISION)
     last = int(np.searchsorted(times, duration_s, side="left"))  # the first time >= duration
     times = times[:last + 1]
     # every event that is not an anchor moves its nearest step onto itself (a 16th played a little early or
@@ -147,6 +144,12 @@ def beat_grid(duration_s: float, tempo_bpm: float, events: np.ndarray | None = N
                 times[k] = t
                 moved.add(k)
     return times
+
+
+def subdivide(points: np.ndarray, parts: int) -> np.ndarray:
+    """Every interval between consecutive ``points`` split into ``parts`` equal steps, closed by the last point."""
+    steps = points[:-1, None] + np.diff(points)[:, None] * np.arange(parts) / parts
+    return np.append(steps.ravel(), points[-1])
 
 
 def _nearest_step(times: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -217,15 +220,16 @@ def noise_roll(n: int, rng: np.random.Generator, first: int = 0) -> np.ndarray:
     return z[bars - bars.min()] if n else z[:0]
 
 
-def condition(mel: np.ndarray, video: np.ndarray, key: str, rng: np.random.Generator,
+def condition(mel: np.ndarray, video: np.ndarray, key: str | np.ndarray, rng: np.random.Generator,
               first: int = 0) -> np.ndarray:
-    """The generator's ``(steps, IN_CHANNELS)`` input from :func:`melody_roll` and :func:`video_roll`."""
+    """The generator's ``(steps, IN_CHANNELS)`` input from :func:`melody_roll`, :func:`video_roll` and the key
+    (a name, or its :func:`key_vector`); step 0 sits at position ``first`` in the bar."""
     n = len(mel)
     x = np.zeros((n, IN_CHANNELS), np.float32)
     x[:, :14] = mel
     x[:, IN_POS] = position_roll(n, first)
     x[:, IN_EVENT:IN_COLOUR + 1] = video
-    x[:, 34:47] = key_vector(key)
+    x[:, 34:47] = key_vector(key) if isinstance(key, str) else key
     x[:, IN_NOISE] = noise_roll(n, rng, first)
     return x
 
@@ -291,11 +295,12 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
         if pc < 12:
             bass.append(NoteEvent(start[a], end[b - 1], 28 + (pc - 4) % 12, int(vel[a]), BASS_PROGRAM))
     chord = out[:, OUT_CHORD]
+    chosen = chord_sets(chord)
     comp, pad = [], []
     on = np.flatnonzero(out[:, OUT_COMP_ON] > 0.5)
     for j, a in enumerate(on):
         b = min(on[j + 1] if j + 1 < len(on) else n, a + STEPS_PER_BAR)
-        pcs = _chord_pcs(chord[a])
+        pcs = np.flatnonzero(chosen[a])
         centre = 52 + 20 * float(out[a, OUT_REG])
         for pc in pcs:
             comp.append(NoteEvent(start[a], end[b - 1], _place(pc, centre), int(vel[a]), COMP_PROGRAM))
@@ -303,7 +308,8 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
     # when it changes
     beat = np.arange(n) // STEPS_PER_BEAT
     per_beat = np.stack([chord[beat == k].mean(0) for k in range(int(beat[-1]) + 1)]) if n else chord
-    held = [tuple(sorted(_chord_pcs(per_beat[k]))) for k in beat]
+    per_beat_sets = chord_sets(per_beat)
+    held = [tuple(np.flatnonzero(per_beat_sets[k])) for k in beat]
     ids = {h: i for i, h in enumerate(dict.fromkeys(held))}
     for a, b, _ in _runs(np.array([ids[h] for h in held]), np.zeros(n, bool)):
         for pc in held[a]:
@@ -312,9 +318,9 @@ def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arr
     return Arrangement(lead, comp, bass, pad)
 
 
-def _chord_pcs(p: np.ndarray) -> list[int]:
-    """The chord's pitch classes: those above one half, strongest first, at most ``MAX_CHORD_NOTES``; when
-    none is, the strongest three."""
-    order = np.argsort(-p)
-    pcs = [int(i) for i in order if p[i] > 0.5][:MAX_CHORD_NOTES]
-    return pcs or [int(i) for i in order[:3]]
+def chord_sets(p: np.ndarray) -> np.ndarray:
+    """The pitch classes played for chord probabilities ``p`` (``(..., 12)``), as booleans: those above one
+    half, at most the ``MAX_CHORD_NOTES`` strongest; when none is, the strongest three."""
+    rank = np.argsort(np.argsort(-p, -1), -1)
+    chosen = (p > 0.5) & (rank < MAX_CHORD_NOTES)
+    return np.where(chosen.any(-1, keepdims=True), chosen, rank < 3)

@@ -141,6 +141,31 @@ def fill(notes: list[Note], duration: float, beat_s: float) -> tuple[list[Note],
     return out, passes
 
 
+@dataclass
+class Conditions:
+    """What the generator reads for one hum and video: the grid, the hum's notes filling it, the rolls."""
+    times: np.ndarray
+    beat_s: float  # the median beat of the grid
+    events: np.ndarray
+    hum_notes: list
+    passes: int
+    melody_roll: np.ndarray
+    video_roll: np.ndarray
+
+
+def conditions(melody: Melody, ev, duration: float) -> Conditions:
+    """The grid for the hum's tempo and the video's events (``ev``, :class:`media.video_events.VideoEvents`),
+    the hum's notes repeated to ``duration``, and the melody and video rolls on that grid. Shared by the
+    pipeline and by training on Pair exports, so both see inputs built the same way."""
+    events = ev.events()
+    times = score.beat_grid(duration, melody.tempo_bpm, events)
+    beat_s = float(np.median(np.diff(times))) * score.STEPS_PER_BEAT
+    hum_notes, passes = fill(melody.notes, duration, beat_s)
+    return Conditions(times, beat_s, events, hum_notes, passes, score.melody_roll(hum_notes, times),
+                      score.video_roll(times, events[:, 0], events[:, 1], ev.times, ev.energy, ev.brightness,
+                                       ev.colourfulness))
+
+
 def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
                model: SoundtrackGenerator | None = None, max_seconds: float | None = None,
                progress: Progress | None = None) -> SoundtrackResult:
@@ -172,7 +197,6 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
             raise SoundtrackError(f"'{video.name}' has no video frames: upload a video") from err
         except MediaError as err:
             raise SoundtrackError(f"the video could not be read: {err}") from err
-    events = ev.events()
     # 2. the hum: its notes, key and tempo (only as much as the video lasts)
     say(0.25, "listening to the hum")
     with timed(timings, "melody"):
@@ -187,17 +211,12 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
     # 3. the grid, the conditions, the generator
     say(0.55, "writing the music")
     with timed(timings, "generate"):
-        times = score.beat_grid(duration, melody.tempo_bpm, events)
-        beat_s = float(np.median(np.diff(times))) * score.STEPS_PER_BEAT
-        hum_notes, passes = fill(melody.notes, duration, beat_s)
-        if passes > 1:
-            notes.append(f"The {melody.notes[-1].end_s:.1f} s melody repeats {passes} times to fill the video.")
+        c = conditions(melody, ev, duration)
+        times, events, hum_notes = c.times, c.events, c.hum_notes
+        if c.passes > 1:
+            notes.append(f"The {melody.notes[-1].end_s:.1f} s melody repeats {c.passes} times to fill the video.")
         seed = _seed(hum, video) if seed is None else int(seed)
-        rng = np.random.default_rng(seed)
-        mel = score.melody_roll(hum_notes, times)
-        vid = score.video_roll(times, events[:, 0], events[:, 1], ev.times, ev.energy, ev.brightness,
-                               ev.colourfulness)
-        probs = model.generate(score.condition(mel, vid, melody.key, rng))
+        probs = model.generate(score.condition(c.melody_roll, c.video_roll, melody.key, np.random.default_rng(seed)))
         centre = float(np.median([n.pitch for n in melody.notes]))
         arrangement = score.decode(probs, times, lead_centre=centre + 12 * (centre < 60))
     # 4. render, preset conditions, merge
@@ -223,7 +242,7 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
     mid = (times[:-1] + times[1:]) / 2
     return SoundtrackResult(
         output_path=str(out_path), audio_path=str(audio_out) if audio_out else None, duration_s=info["duration_s"],
-        timings=timings, notes=notes, key=melody.key, tempo_bpm=60.0 / beat_s, hum_notes=len(melody.notes),
+        timings=timings, notes=notes, key=melody.key, tempo_bpm=60.0 / c.beat_s, hum_notes=len(melody.notes),
         cuts=len(ev.cuts), visual_beats=len(ev.beats),
         notes_by_part={k: len(getattr(arrangement, k)) for k in ("lead", "comp", "bass", "pad")},
         events_met=met, loudness_lufs=info["lufs"], true_peak_dbtp=info["true_peak_dbtp"],
@@ -235,15 +254,20 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
         dynamics=list(zip(mid.tolist(), probs[:, score.OUT_DYN].tolist())))
 
 
+def near_marks(event_times, marks, tolerance: float = EVENT_TOLERANCE_S) -> np.ndarray:
+    """Per event time, whether one of ``marks`` (note onsets, beats; any order) lies within ``tolerance``."""
+    event_times, marks = np.asarray(event_times, float), np.sort(np.asarray(marks, float))
+    if not len(marks):
+        return np.zeros(len(event_times), bool)
+    i = np.searchsorted(marks, event_times)
+    left = np.abs(event_times - marks[np.maximum(i - 1, 0)])
+    right = np.abs(marks[np.minimum(i, len(marks) - 1)] - event_times)
+    return np.minimum(left, right) <= tolerance
+
+
 def _events_met(event_times: np.ndarray, onsets: np.ndarray, tolerance: float = EVENT_TOLERANCE_S) -> float:
     """The share of ``event_times`` within ``tolerance`` of one of ``onsets`` (0 when there is no event)."""
-    if not len(event_times) or not len(onsets):
-        return 0.0
-    i = np.clip(np.searchsorted(onsets, event_times), 1, len(onsets) - 1)
-    gap = np.minimum(np.abs(event_times - onsets[i - 1]), np.abs(onsets[i] - event_times))
-    if len(onsets) == 1:
-        gap = np.abs(event_times - onsets[0])
-    return float(np.mean(gap <= tolerance))
+    return float(np.mean(near_marks(event_times, onsets, tolerance))) if len(event_times) else 0.0
 
 
 def plot_result(result: SoundtrackResult):

@@ -12,7 +12,7 @@ TITLE = "Soundtrack"
 ABOUT = (
     "Hum or sing a melody (or upload a recording), and upload or shoot a video of up to 60 s. You get music "
     "built from your melody that fits the video: as long as it, its accents on the video's cuts and moves, "
-    "its energy following the video's. The generator writes a lead, chords, bass and the accompaniment's "
+    "its dynamics steered by the video's motion. The generator writes a lead, chords, bass and the accompaniment's "
     "rhythm from your notes and the video's events; a General MIDI SoundFont plays them, at -14 LUFS. "
     "Another seed gives another arrangement of the same hum and video. The model learned from pop songs' "
     "melodies and piano accompaniments (POP909) until people pair hums and videos with music in the "

@@ -24,7 +24,6 @@ Two kinds of sample, each marked with its ``source``:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from tqdm import tqdm
 
 from media import score
 from media.melody import estimate_key
+from training.make_bgm_fit_labels import media_root
 
 BASS_SPLIT = 55  # piano notes under G3 are the bass
 N_HUMS = 3  # hum-like renditions per song
@@ -44,10 +44,6 @@ CHORD_INTERVALS = {
     "min11": (0, 3, 7, 10, 5), "13": (0, 4, 7, 10, 9), "maj13": (0, 4, 7, 11, 9), "min13": (0, 3, 7, 10, 9),
     "5": (0, 7), "1": (0,),
 }
-
-
-def media_root() -> Path:
-    return Path(os.environ.get("AVSTUDIO_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
 
 
 def chord_pcs(label: str) -> list[int]:
@@ -130,12 +126,6 @@ def video_proxies(target: np.ndarray, chord_change: np.ndarray, n_onsets: np.nda
     return out
 
 
-def _beat_steps(beats: np.ndarray) -> np.ndarray:
-    """Step times splitting every beat interval into ``STEPS_PER_BEAT``, closed by the last beat."""
-    steps = beats[:-1, None] + np.diff(beats)[:, None] * np.arange(score.STEPS_PER_BEAT) / score.STEPS_PER_BEAT
-    return np.append(steps.ravel(), beats[-1])
-
-
 def pop909_song(folder: Path, seed: int) -> dict | None:
     """One POP909 song as arrays on its beat grid: ``target`` (steps, OUT_CHANNELS), ``video`` proxies
     (steps, 4), ``hums`` (N_HUMS, steps, 14), ``keys`` (N_HUMS, 13), ``first`` (the first step's position in
@@ -152,7 +142,7 @@ def pop909_song(folder: Path, seed: int) -> dict | None:
     beats = beat_rows[:, 0]
     downbeat = int(np.flatnonzero(beat_rows[:, 2] > 0.5)[0]) if (beat_rows[:, 2] > 0.5).any() else 0
     beats, first_beat = beats[downbeat:], 0
-    times = _beat_steps(beats)
+    times = score.subdivide(beats, score.STEPS_PER_BEAT)
     n = len(times) - 1
     mid = (times[:-1] + times[1:]) / 2
     target = np.zeros((n, score.OUT_CHANNELS), np.float32)
@@ -304,17 +294,15 @@ def pair_song(hum: str, video: str, matching: str, seed: int = 0) -> dict:
     from media.io import read_audio
     from media.melody import extract_melody
     from media.video_events import video_events
-    from pipelines.soundtrack import HUM_SR
+    from pipelines.soundtrack import HUM_SR, conditions
 
     sr = 22050
     melody = extract_melody(read_audio(hum, sr=HUM_SR), HUM_SR)
     ev = video_events(video)
-    times = score.beat_grid(ev.duration_s, melody.tempo_bpm, ev.events())
-    mel = score.melody_roll(melody.notes, times)
-    vid = score.video_roll(times, ev.events()[:, 0], ev.events()[:, 1], ev.times, ev.energy, ev.brightness,
-                           ev.colourfulness)
+    c = conditions(melody, ev, ev.duration_s)
+    times = c.times
     target = target_from_audio(read_audio(matching, sr=sr, end=float(times[-1])), sr, times)
-    return {"target": target, "video": vid, "hums": np.repeat(mel[None], N_HUMS, 0),
+    return {"target": target, "video": c.video_roll, "hums": np.repeat(c.melody_roll[None], N_HUMS, 0),
             "keys": np.repeat(score.key_vector(melody.key)[None], N_HUMS, 0), "first": 0, "times": times}
 
 

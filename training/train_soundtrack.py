@@ -77,12 +77,7 @@ class Samples:
             j, b, _ = self.windows[m]
             sa, sb = self._steps(i, a), self._steps(j, b)
             h = rng.integers(self.hums.shape[0]) if train else 0
-            x = np.zeros((WINDOW, score.IN_CHANNELS), np.float32)
-            x[:, :14] = self.hums[h, sa]
-            x[:, score.IN_POS] = score.position_roll(WINDOW, pos)
-            x[:, 30:34] = self.video[sa]
-            x[:, 34:47] = self.keys[i, h]
-            x[:, score.IN_NOISE] = score.noise_roll(WINDOW, rng, pos)
+            x = score.condition(self.hums[h, sa], self.video[sa], self.keys[i, h], rng, pos)
             y = self.target[sb].copy()
             if train:
                 if rng.random() < 0.1:
@@ -184,7 +179,7 @@ def evaluate(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples:
                 for iv in ((0, 4, 7) if major[b] else (0, 3, 7)):
                     triad[b, (tonic[b] + iv) % 12] = 1
             has = y[..., 14:26].sum(-1) > 0
-            res["chord_f1"].append(_f1(chord_sets(p[..., 14:26]), y[..., 14:26] > 0.5, has))
+            res["chord_f1"].append(_f1(score.chord_sets(p[..., 14:26]), y[..., 14:26] > 0.5, has))
             res["chord_tonic_f1"].append(_f1(np.broadcast_to(triad[:, None] > 0.5, y[..., 14:26].shape),
                                              y[..., 14:26] > 0.5, has))
             bass = y[..., 26:39].argmax(-1)
@@ -200,14 +195,6 @@ def evaluate(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples:
             res["struck_any"].append(either.ravel())
     model.train()
     return {k: float(np.mean(np.concatenate([np.ravel(v) for v in vals]))) for k, vals in res.items()}
-
-
-def chord_sets(p: np.ndarray) -> np.ndarray:
-    """The pitch classes :func:`media.score.decode` plays for chord probabilities ``p`` (..., 12): those above
-    one half, at most ``MAX_CHORD_NOTES``, else the strongest three."""
-    rank = np.argsort(np.argsort(-p, -1), -1)
-    chosen = (p > 0.5) & (rank < score.MAX_CHORD_NOTES)
-    return np.where(chosen.any(-1, keepdims=True), chosen, rank < 3)
 
 
 def _f1(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> np.ndarray:
