@@ -250,6 +250,10 @@ class Arrangement:
 LEAD_PROGRAM, COMP_PROGRAM, BASS_PROGRAM, PAD_PROGRAM = 73, 0, 33, 48  # flute, piano, fingered bass, strings
 MAX_CHORD_NOTES = 4
 LEAD_LOUDER, PAD_SOFTER = 25, 45  # velocity offsets from the predicted dynamics: the melody carries the music
+# accents (spec 01: the music's accents land on the video's cuts and motion peaks): every note struck on a step
+# that carries a video event is played ACCENT louder, every other note UNACCENTED_SOFTER softer. Chosen on the
+# real-media benchmark's follows-the-video measure (benchmarks/soundtrack.py; docs/soundtrack.md, "Accents")
+ACCENT, UNACCENTED_SOFTER = 30, 25
 
 
 def _runs(values: np.ndarray, onsets: np.ndarray) -> list[tuple[int, int, int]]:
@@ -272,16 +276,22 @@ def _place(pc: int, centre: float) -> int:
     return int(pc + 12 * round((centre - pc) / 12))
 
 
-def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0) -> Arrangement:
+def decode(out: np.ndarray, times: np.ndarray, lead_centre: float = 72.0,
+           accents: np.ndarray | None = None) -> Arrangement:
     """Notes of the generator's probabilities ``out`` (``(steps, OUT_CHANNELS)``, softmax and sigmoid applied)
     on the grid ``times``. The lead sits nearest to ``lead_centre`` (the hum's register, raised to at least
     C4), the accompaniment around its predicted register, the bass (struck at its onsets only) in the octave
-    from E1, a pad holding each beat's chord; velocities follow the predicted dynamics."""
+    from E1, a pad holding each beat's chord; velocities follow the predicted dynamics. ``accents`` (booleans
+    per step, e.g. the steps that carry a video event) makes notes struck on those steps ``ACCENT`` louder and
+    all others ``UNACCENTED_SOFTER`` softer."""
     from media.synth import NoteEvent
 
     n = len(out)
     start, end = times[:-1], times[1:]
-    vel = np.clip(np.round(35 + 80 * out[:, OUT_DYN]), 1, 127).astype(int)
+    vel = np.round(35 + 80 * out[:, OUT_DYN])
+    if accents is not None:
+        vel = np.where(np.asarray(accents, bool), vel + ACCENT, vel - UNACCENTED_SOFTER)
+    vel = np.clip(vel, 1, 127).astype(int)
     lead_pc = out[:, OUT_LEAD].argmax(1)
     lead_pc = np.where(lead_pc == 12, -1, lead_pc)
     lead = [NoteEvent(start[a], end[b - 1], _place(pc, max(lead_centre, 60.0)), int(min(127, vel[a] + LEAD_LOUDER)),

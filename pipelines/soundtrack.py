@@ -52,6 +52,7 @@ HUM_SR = 16000  # pYIN at 16 kHz: the same notes as at 22.05 kHz, in half the ti
 OUTPUT_SR = 44100
 FADE_S = 2.0
 EVENT_TOLERANCE_S = 0.07  # a video event counts as met by the music within 70 ms of a note onset
+ON_STEP_S = 0.01  # a step carries a video event (and is accented) when one lies within 10 ms of its start
 MIN_VIDEO_S = 1.0
 
 
@@ -218,7 +219,8 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
         seed = _seed(hum, video) if seed is None else int(seed)
         probs = model.generate(score.condition(c.melody_roll, c.video_roll, melody.key, np.random.default_rng(seed)))
         centre = float(np.median([n.pitch for n in melody.notes]))
-        arrangement = score.decode(probs, times, lead_centre=centre + 12 * (centre < 60))
+        accents = near_marks(times[:-1], events[:, 0], ON_STEP_S)
+        arrangement = score.decode(probs, times, lead_centre=centre + 12 * (centre < 60), accents=accents)
     # 4. render, preset conditions, merge
     say(0.7, "playing it")
     with timed(timings, "render"):

@@ -81,6 +81,11 @@ def test_decode_follows_the_generator_output():
     assert [(n.start_s, n.end_s, n.midi) for n in arr.lead] == [(0.5, 1.0, 67)]
     assert not arr.bass
     assert sorted({n.midi % 12 for n in arr.comp}) == [0, 4, 7] and {n.start_s for n in arr.comp} == {0.0, 1.0}
+    # an accent on step 8 (a video event there): the chord struck there is louder, the one on step 0 softer
+    accented = score.decode(out, times, lead_centre=70, accents=np.arange(16) == 8)
+    plain = {n.start_s: n.velocity for n in arr.comp}
+    loud = {n.start_s: n.velocity for n in accented.comp}
+    assert loud[1.0] == plain[1.0] + score.ACCENT and loud[0.0] == plain[0.0] - score.UNACCENTED_SOFTER
 
 
 def test_a_short_hum_repeats_to_fill_the_video():
