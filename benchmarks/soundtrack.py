@@ -14,7 +14,9 @@ the bundled generator (trained on POP909 MIDI only). For each output:
 2. **Follows the video.** The share of the video's events (cuts and visual beats, ``media.video_events``)
    within 70 ms of a musical onset or beat detected in the output audio (``librosa.onset.onset_detect``,
    ``librosa.beat.beat_track``: the judge reads the audio, not the generator's notes). Baseline: the same
-   onsets and beats shifted circularly by random offsets (50 draws). Target >= 1.5 x the baseline.
+   onsets and beats shifted circularly by random offsets (50 draws). Target >= 1.5 x the baseline. And
+   whether the music's energy follows the video's: the Pearson r of the output's loudness (dB RMS) and the
+   video's motion energy per 1 s window before the fade, against the energy rotated by random whole windows.
 3. **Personal.** Same video, different hums: the frame-wise cosine of the two outputs' chroma (1.0 would be
    the same music). Same hum, different videos: the onset F-measure (70 ms) and the correlation of the
    loudness envelopes (0.5 s) of the two outputs over their common length. Reference: the same hum and video
@@ -106,6 +108,26 @@ def loudness_envelope(y: np.ndarray, n: int) -> np.ndarray:
     return librosa.amplitude_to_db(librosa.feature.rms(y=y[:n], frame_length=hop, hop_length=hop)[0] + 1e-6)
 
 
+def loudness_follows_energy(y: np.ndarray, energy: np.ndarray, duration: float, rng: np.random.Generator,
+                            window_s: float = 1.0, draws: int = 20) -> tuple[float, float]:
+    """Pearson r of the music's loudness (dB RMS) and the video's motion energy (mean), per ``window_s``
+    window before the final fade; and the mean r against the energy rotated by random whole windows (the
+    baseline). NaN for fewer than 4 windows or a constant series."""
+    n = int((duration - st.FADE_S) // window_s)
+    hop = round(window_s * SR)
+    t, e = energy[:, 0], energy[:, 1]
+    if n < 4 or len(y) < n * hop:
+        return float("nan"), float("nan")
+    loud = librosa.amplitude_to_db(librosa.feature.rms(y=y[:n * hop], frame_length=hop, hop_length=hop,
+                                                       center=False)[0] + 1e-6)
+    windows = np.floor(t / window_s).astype(int)
+    en = np.array([e[windows == k].mean() if (windows == k).any() else np.nan for k in range(n)])
+    if not np.isfinite(en).all() or np.std(en) == 0 or np.std(loud) == 0:
+        return float("nan"), float("nan")
+    shifted = [np.corrcoef(loud, np.roll(en, int(rng.integers(1, n))))[0, 1] for _ in range(draws)]
+    return float(np.corrcoef(loud, en)[0, 1]), float(np.mean(shifted))
+
+
 def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: int | None = None) -> dict:
     hums = sorted((media / "hum").glob("*.wav"))[:n_hums]
     runs = {}
@@ -120,7 +142,8 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
             y44 = read_audio(wav, sr=44100)
             runs[(hum.name, video)] = {
                 "y": y, "chroma": librosa.feature.chroma_cqt(y=y, sr=SR, hop_length=HOP),
-                "events": np.array(r.events).reshape(-1, 2)[:, 0], "duration": dur, "fps": info.fps, "timings": r.timings,
+                "events": np.array(r.events).reshape(-1, 2)[:, 0], "energy": np.array(r.energy).reshape(-1, 2),
+                "duration": dur, "fps": info.fps, "timings": r.timings,
                 "preset": {"length_error_s": abs(len(y44) / 44100 - dur),
                            "lufs": pyloudnorm.Meter(44100).integrated_loudness(y44),
                            "true_peak_dbtp": true_peak_db(y44, 44100),
@@ -130,6 +153,7 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
     rng = np.random.default_rng(0)
     follow, baseline, per_hum = [], [], {}
     met, shifted, n_events = 0.0, 0.0, 0
+    energy_r, energy_shifted = [], []
     for video in videos:
         for hum in hums:
             run = runs[(hum.name, video)]
@@ -146,6 +170,10 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
             d = run["duration"]
             shifted += np.mean([st.near_marks(ev, (marks + rng.uniform(0.25, d - 0.25)) % d).sum() for _ in range(50)])
             n_events += len(ev)
+            r, r_shifted = loudness_follows_energy(run["y"], run["energy"], d, rng)
+            if np.isfinite(r):
+                energy_r.append(r)
+                energy_shifted.append(r_shifted)
     # personal: same video, different hums; same hum, different videos
     cross_hum = []
     for video in videos:
@@ -179,7 +207,10 @@ def evaluate(media: Path, out: Path, model, videos: list[str] = VIDEOS, n_hums: 
                         "target": 0.5, "per_hum": {k: float(np.mean(v)) for k, v in per_hum.items()}},
         "follows_video": {"events": n_events, "share_within_70ms": share, "shifted_baseline": base,
                           "ratio": share / base if base else None, "target_ratio": 1.5,
-                          "symbolic_share": float(np.mean([r["events_met_symbolic"] for r in runs.values()]))},
+                          "symbolic_share": float(np.mean([r["events_met_symbolic"] for r in runs.values()])),
+                          "loudness_energy_r": float(np.mean(energy_r)),
+                          "loudness_energy_r_shifted": float(np.mean(energy_shifted)),
+                          "loudness_energy_outputs": len(energy_r)},
         "personal": {"same_video_other_hum_chroma_cosine": float(np.mean(cross_hum)),
                      "same_hum_other_video_onset_f": float(np.mean(onset_f)),
                      "same_hum_other_video_loudness_r": float(np.nanmean(env_r)),
