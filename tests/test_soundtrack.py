@@ -25,7 +25,7 @@ from pipelines.soundtrack import (
 )
 from tests.test_melody import TUNE
 from tests.test_melody import hum as hum_wave
-from training.soundtrack_data import chord_pcs, hum_like
+from training.soundtrack_data import beat_chords, chord_pcs, chorale_song, hum_like, skyline, vgmidi_song
 
 SR = 16000
 
@@ -274,3 +274,35 @@ def test_training_reads_a_pair_export(inputs, tmp_path):
                                   "--min-iters", "0", "--eval-every", "1000", "--batch", "2",
                                   "--cache", str(tmp_path / "cache")]))
     assert out["meta"]["data"]["sources"] == {"human": 1} and out["meta"]["stop"]["iterations"] == 2
+
+
+def _note(start, end, pitch):
+    import pretty_midi
+
+    return pretty_midi.Note(80, pitch, start, end)
+
+
+def test_skyline_takes_the_top_line_and_beat_chords_read_the_accompaniment():
+    # a C major chord under each tune note, a low G under a held top E
+    notes = [_note(0, 1, 72), _note(0, 1, 64), _note(0, 1, 60), _note(1, 2, 74), _note(1, 2, 67),
+             _note(2, 4, 76), _note(2.5, 3, 55)]
+    melody, rest = skyline(notes)
+    assert [(m.pitch, m.start, m.end) for m in melody] == [(72, 0, 1), (74, 1, 2), (76, 2, 4)]
+    assert sorted(x.pitch for x in rest) == [55, 60, 64, 67]
+    rows = beat_chords(rest, np.array([0.0, 1.0, 2.0, 3.0]))
+    assert [r[3] for r in rows] == [[0, 4], [7], [7]]  # held at least a quarter of the beat
+
+
+def test_more_bootstrap_sources_give_the_same_arrays(media):
+    """VGMIDI pieces (skyline melody) and a Bach chorale (soprano melody) become the arrays POP909 songs do."""
+    from music21 import corpus
+
+    vg = sorted((media / "midi" / "vgmidi" / "labelled" / "midi").glob("*.mid"))[0]
+    chorale = sorted(p for p in corpus.getComposer("bach") if p.name.startswith("bwv"))[5]
+    for song in (vgmidi_song(vg, 0), chorale_song(chorale, 0)):
+        n = len(song["target"])
+        assert song["target"].shape == (n, score.OUT_CHANNELS) and song["video"].shape == (n, 4)
+        assert song["hums"].shape[1:] == (n, 14) and len(song["times"]) == n + 1
+        assert song["target"][:, 12].mean() < 0.5  # the melody sounds most of the time
+        assert song["target"][:, 14:26].sum(1).mean() >= 1  # chords were read
+        assert (song["video"][:, 0] > 0).any()  # events where the chord changes

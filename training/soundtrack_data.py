@@ -15,6 +15,11 @@ Two kinds of sample, each marked with its ``source``:
     reads the same controls from the video at inference: events where the chord changes or the
     accompaniment strikes hard, energy from the accompaniment's onset density and loudness, brightness from
     its register and colourfulness from its chord size (:func:`video_proxies`).
+- **More bootstrap sources** (``--sources``, :data:`SOURCES`; measured in
+  ``benchmarks/soundtrack_sources.py``): ``vgmidi``, the VGMIDI video-game piano pieces, whose melody is
+  taken by the skyline rule (:func:`skyline`) and whose chords are read per beat from the rest
+  (:func:`beat_chords`); ``chorales``, the Bach chorales of music21's corpus: the soprano is the melody, alto,
+  tenor and bass the accompaniment, a quarter note the beat at ``CHORALE_BPM``.
 - **Labelled** (``source="pair"`` or the export's ``label_source``): rows of the Pair annotation task's
   export. The hum's notes come from :func:`media.melody.extract_melody`, the video's controls from
   :func:`media.video_events.video_events` and the matching track is read into the same target layout from
@@ -23,6 +28,8 @@ Two kinds of sample, each marked with its ``source``:
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +139,6 @@ def pop909_song(folder: Path, seed: int) -> dict | None:
     the bar), ``times``. None when it has no melody or beats."""
     import pretty_midi
 
-    rng = np.random.default_rng(seed)
     midi = pretty_midi.PrettyMIDI(str(folder / f"{folder.name}.mid"))
     parts = {inst.name.upper(): inst.notes for inst in midi.instruments}
     melody, piano = parts.get("MELODY", []), parts.get("PIANO", [])
@@ -141,8 +147,22 @@ def pop909_song(folder: Path, seed: int) -> dict | None:
         return None
     beats = beat_rows[:, 0]
     downbeat = int(np.flatnonzero(beat_rows[:, 2] > 0.5)[0]) if (beat_rows[:, 2] > 0.5).any() else 0
-    beats, first_beat = beats[downbeat:], 0
-    times = score.subdivide(beats, score.STEPS_PER_BEAT)
+    chords = []
+    for row in (folder / "chord_midi.txt").read_text().splitlines():
+        a, b, label = row.split()[:3]
+        chords.append((float(a), float(b), label, chord_pcs(label)))
+    return song_arrays(melody, piano, beats[downbeat:], chords, np.random.default_rng(seed))
+
+
+def song_arrays(melody: list, piano: list, beats: np.ndarray, chords: list | None,
+                rng: np.random.Generator) -> dict | None:
+    """A song's arrays (see :func:`pop909_song`) from its melody and accompaniment notes (objects with
+    ``start``, ``end``, ``pitch``, ``velocity``, as pretty_midi's) on ``beats`` (s, the first a downbeat).
+    ``chords`` are (start, end, label, pitch classes) rows; without them each beat's chord is read from the
+    accompaniment (:func:`beat_chords`). None with under 8 beats or no melody."""
+    if not melody or len(beats) < 8:
+        return None
+    times = score.subdivide(np.asarray(beats, float), score.STEPS_PER_BEAT)
     n = len(times) - 1
     mid = (times[:-1] + times[1:]) / 2
     target = np.zeros((n, score.OUT_CHANNELS), np.float32)
@@ -157,10 +177,8 @@ def pop909_song(folder: Path, seed: int) -> dict | None:
     # the chords
     change = np.zeros(n, bool)
     prev = None
-    for row in (folder / "chord_midi.txt").read_text().splitlines():
-        a, b, label = row.split()[:3]
+    for a, b, label, pcs in (chords if chords is not None else beat_chords(piano, beats)):
         sel = (mid >= float(a)) & (mid < float(b))
-        pcs = chord_pcs(label)
         target[np.ix_(sel, [14 + p for p in pcs])] = 1.0
         if pcs and label != prev and sel.any():
             change[np.flatnonzero(sel)[0]] = True
@@ -201,45 +219,141 @@ def pop909_song(folder: Path, seed: int) -> dict | None:
         notes = hum_like(clean, rng)
         hums[h] = score.melody_roll(notes, times)
         keys[h] = score.key_vector(hum_key(notes))
-    return {"target": target, "video": video, "hums": hums, "keys": keys, "first": first_beat,
+    return {"target": target, "video": video, "hums": hums, "keys": keys, "first": 0,
             "times": times.astype(np.float64)}
 
 
+def beat_chords(notes: list, beats: np.ndarray, min_share: float = 0.25) -> list[tuple]:
+    """(start, end, label, pitch classes) per beat, read from ``notes`` (an accompaniment with no chord
+    annotation): the pitch classes sounding for at least ``min_share`` of the beat, at most
+    ``MAX_CHORD_NOTES`` (score) of the longest; the label names the set, so a repeat is no change."""
+    rows = []
+    for a, b in itertools.pairwise(np.asarray(beats, float)):
+        held = np.zeros(12)
+        for note in notes:
+            held[note.pitch % 12] += max(0.0, min(note.end, b) - max(note.start, a))
+        pcs = sorted(int(p) for p in np.argsort(-held)[:score.MAX_CHORD_NOTES] if held[p] >= min_share * (b - a))
+        rows.append((a, b, ",".join(map(str, pcs)), pcs))
+    return rows
+
+
+def skyline(notes: list, lowest: int = 60) -> tuple[list, list]:
+    """(melody, rest) of a piano part with no melody track, by the skyline rule (Uitdenbogerd and Zobel
+    1999): a note is the melody when it is the highest sounding at its onset and at least MIDI ``lowest``;
+    a melody note is cut where the next one starts."""
+    notes = sorted(notes, key=lambda x: (x.start, -x.pitch))
+    melody, rest, last_start = [], [], None
+    for note in notes:
+        top = note.pitch >= lowest and note.start != last_start and not any(
+            o.start <= note.start < o.end and o.pitch > note.pitch for o in notes)
+        if top:
+            if melody and melody[-1].end > note.start:
+                melody[-1].end = note.start
+            melody.append(copy.copy(note))
+            last_start = note.start
+        else:
+            rest.append(note)
+    return [m for m in melody if m.end - m.start > 0.02], rest
+
+
+def vgmidi_song(path: Path, seed: int) -> dict | None:
+    """One VGMIDI piece (video-game piano, ``AVSTUDIO_MEDIA/midi/vgmidi``): the melody by :func:`skyline`
+    from the right hand (or all notes), the rest as the accompaniment, the MIDI's own beats from its first
+    downbeat, chords read per beat."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(str(path))
+    parts = [inst for inst in midi.instruments if not inst.is_drum]
+    right = [inst for inst in parts if "RIGHT" in inst.name.upper()] or parts
+    melody, rest = skyline([x for inst in right for x in inst.notes])
+    rest += [x for inst in parts if inst not in right for x in inst.notes]
+    beats, downbeats = midi.get_beats(), midi.get_downbeats()
+    first = int(np.searchsorted(beats, downbeats[0] - 1e-6)) if len(downbeats) else 0
+    return song_arrays(melody, rest, beats[first:], None, np.random.default_rng(seed))
+
+
+CHORALE_BPM = 80.0  # the chorales carry no tempo: a quarter note is a beat at this tempo
+
+
+def chorale_song(path: Path, seed: int) -> dict | None:
+    """One Bach chorale of music21's corpus: the soprano as the melody, alto, tenor and bass as the
+    accompaniment (velocity 70), a quarter-note beat at ``CHORALE_BPM`` from the first downbeat, chords
+    read per beat. None unless it has four parts."""
+    import pretty_midi
+    from music21 import corpus
+
+    piece = corpus.parse(str(path))
+    if len(piece.parts) != 4:
+        return None
+    spq = 60.0 / CHORALE_BPM
+    voices = []
+    for part in piece.parts:
+        voices.append([pretty_midi.Note(70, int(p.midi), float(el.offset) * spq,
+                                        float(el.offset + el.duration.quarterLength) * spq)
+                       for el in part.flatten().notes for p in el.pitches if el.duration.quarterLength > 0])
+    end = max((x.end for v in voices for x in v), default=0.0)
+    # the first downbeat: the first whole measure (a pickup is measure 0)
+    first = next((float(m.offset) for m in piece.parts[0].getElementsByClass("Measure") if m.number >= 1), 0.0) * spq
+    beats = np.arange(first, end + 1e-6, spq)
+    return song_arrays(voices[0], [x for v in voices[1:] for x in v], beats, None, np.random.default_rng(seed))
+
+
+SOURCES = ("pop909", "vgmidi", "chorales")  # the symbolic bootstrap sources, see :func:`source_items`
+SONG_READERS = {"pop909": pop909_song, "vgmidi": vgmidi_song, "chorales": chorale_song}
+
+
+def source_items(source: str) -> list[tuple[str, Path, int]]:
+    """(song name, path, seed) of every song of a bootstrap ``source``: ``pop909`` (the media collection's
+    POP909 folders), ``vgmidi`` (its VGMIDI pieces, ``midi/vgmidi/labelled/midi``) or ``chorales`` (the Bach
+    chorales in music21's corpus)."""
+    if source == "pop909":
+        root = media_root() / "midi" / "pop909"
+        return [(p.name, p, int(p.name)) for p in sorted(root.iterdir()) if p.is_dir()]
+    if source == "vgmidi":
+        files = sorted((media_root() / "midi" / "vgmidi" / "labelled" / "midi").glob("*.mid"))
+        return [(p.stem, p, i) for i, p in enumerate(files)]
+    if source == "chorales":
+        from music21 import corpus
+
+        files = sorted(p for p in corpus.getComposer("bach") if p.name.startswith("bwv"))
+        return [(p.name.split(".mxl")[0], p, i) for i, p in enumerate(files)]
+    raise ValueError(f"unknown bootstrap source {source!r}; one of {', '.join(SOURCES)}")
+
+
 def _song_job(args):
-    folder, seed = args
+    source, name, path, seed = args
     try:
-        return folder.name, pop909_song(folder, seed)
-    except (OSError, ValueError, IndexError) as err:  # a broken song is skipped, and said
-        return folder.name, str(err)
+        return name, SONG_READERS[source](path, seed)
+    except Exception as err:  # noqa: BLE001 (a broken file of any kind is skipped, and said)
+        return name, f"{type(err).__name__}: {err}"
 
 
-def build_pop909(out: Path, limit: int | None = None, workers: int = 2) -> Path:
-    """Write every POP909 song's arrays to ``out/pop909.npz`` and its manifest ``out/pop909.jsonl`` (one row
-    per song: ``song``, ``source``, ``steps``, offset into the stacked arrays). Returns the npz path."""
+def build_source(source: str, out: Path, limit: int | None = None, workers: int = 2) -> Path:
+    """Write every song of a bootstrap ``source`` as arrays to ``out/SOURCE.npz`` and its manifest
+    ``out/SOURCE.jsonl`` (one row per song: ``song``, ``source``, ``steps``, offset into the stacked
+    arrays). Returns the npz path."""
     from multiprocessing import Pool
 
-    root = media_root() / "midi" / "pop909"
-    folders = sorted(p for p in root.iterdir() if p.is_dir())[:limit]
-    jobs = [(f, int(f.name)) for f in folders]
+    jobs = [(source, name, path, seed) for name, path, seed in source_items(source)[:limit]]
     rows, arrays = [], {"target": [], "video": [], "hums": [], "keys": []}
     with Pool(workers) as pool:
-        for name, song in tqdm(pool.imap(_song_job, jobs), total=len(jobs), desc="POP909 songs"):
+        for name, song in tqdm(pool.imap(_song_job, jobs), total=len(jobs), desc=f"{source} songs"):
             if not isinstance(song, dict):
                 if song:
-                    tqdm.write(f"skipped POP909 {name}: {song}")
+                    tqdm.write(f"skipped {source} {name}: {song}")
                 continue
             offset = sum(len(t) for t in arrays["target"])
-            rows.append({"song": f"pop909/{name}", "source": "pop909", "steps": len(song["target"]),
+            rows.append({"song": f"{source}/{name}", "source": source, "steps": len(song["target"]),
                          "offset": offset, "first": song["first"]})
             for key, stack in arrays.items():
                 stack.append(song[key])
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "pop909.npz"
+    path = out / f"{source}.npz"
     np.savez_compressed(path, target=np.concatenate(arrays["target"]).astype(np.float16),
                         video=np.concatenate(arrays["video"]).astype(np.float16),
                         hums=np.concatenate(arrays["hums"], axis=1).astype(np.float16),
                         keys=np.stack(arrays["keys"]))
-    (out / "pop909.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / f"{source}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
@@ -337,17 +451,20 @@ def pair_rows(where: str) -> list[dict]:
     return rows
 
 
-def load_samples(cache: Path, datasets: list[str], bootstrap: bool = True) -> tuple[dict, list[dict]]:
-    """The stacked arrays and per-song manifest of the bootstrap (built into ``cache`` on first use) and of
-    every Pair export in ``datasets``; each row names its ``source``."""
+def load_samples(cache: Path, datasets: list[str], bootstrap: bool = True,
+                 sources: tuple[str, ...] = ("pop909",)) -> tuple[dict, list[dict]]:
+    """The stacked arrays and per-song manifest of the bootstrap ``sources`` (each built into ``cache`` on
+    first use) and of every Pair export in ``datasets``; each row names its ``source``."""
     parts, rows = [], []
-    if bootstrap:
-        path = cache / "pop909.npz"
+    for source in sources if bootstrap else ():
+        path = cache / f"{source}.npz"
         if not path.is_file():
-            build_pop909(cache)
+            build_source(source, cache)
         z = np.load(path)
+        offset = sum(len(p["target"]) for p in parts)
         parts.append({k: z[k] for k in ("target", "video", "hums", "keys")})
-        rows += [json.loads(line) for line in (cache / "pop909.jsonl").read_text().splitlines()]
+        rows += [r | {"offset": r["offset"] + offset}
+                 for r in map(json.loads, (cache / f"{source}.jsonl").read_text().splitlines())]
     for where in datasets:
         for r in tqdm(pair_rows(where), desc=f"Pair samples of {where}"):
             song = pair_song(r["hum"], r["video"], r["matching"])

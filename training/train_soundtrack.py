@@ -4,6 +4,7 @@ DIFFERENCE between the generated music and the sample's matching music (variant 
     python -m training.train_soundtrack                         # the POP909 bootstrap
     python -m training.train_soundtrack --dataset exports/      # plus Pair annotation exports (repeatable)
     python -m training.train_soundtrack --augment 0.97          # the claimed augmentation at a threshold
+    python -m training.train_soundtrack --sources pop909 vgmidi chorales   # more bootstrap sources
 
 Each iteration: the discriminator learns (generator frozen) to regress the measured difference
 (``models.soundtrack.difference``) of (generated, matching), (a faithful variant of the matching music,
@@ -210,7 +211,8 @@ def _f1(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def train(args) -> dict:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    arrays, rows = data.load_samples(Path(args.cache), args.dataset, bootstrap=not args.no_bootstrap)
+    arrays, rows = data.load_samples(Path(args.cache), args.dataset, bootstrap=not args.no_bootstrap,
+                                     sources=tuple(args.sources))
     samples = Samples(arrays, rows)
     train_w = samples.subset(lambda s: not held_out(s))
     test_w = samples.subset(held_out)
@@ -278,16 +280,20 @@ def train(args) -> dict:
     stop.update(seconds=round(time.time() - start, 1), running_difference=running,
                 threshold=args.stop_threshold, patience=args.stop_patience, window=args.stop_window)
     final = evaluate(model, disc, samples, test_w, np.random.default_rng(0))
+    by_source = {}
+    for name in sorted({r["source"] for r in rows}):
+        mine = [w for w in test_w if samples.rows[samples.windows[w][0]]["source"] == name]
+        by_source[name] = evaluate(model, disc, samples, mine, np.random.default_rng(0)) | {"windows": len(mine)}
     sources: dict[str, int] = {}
     for w, m in items:
         name = samples.rows[samples.windows[w][0]]["source"] + ("+augmented" if w != m else "")
         sources[name] = sources.get(name, 0) + 1
-    meta = {"dataset": ", ".join(["pop909 bootstrap"] * (not args.no_bootstrap) + list(args.dataset)),
+    meta = {"dataset": ", ".join([f"{s} bootstrap" for s in args.sources if not args.no_bootstrap] + list(args.dataset)),
             "data": {"sources": sources, "augmented": len(added),
                      "train_songs": len({samples.windows[w][0] for w in train_w}),
                      "test_songs": len({samples.windows[w][0] for w in test_w}),
                      "train_windows": len(train_w), "test_windows": len(test_w)},
-            "augment_threshold": args.augment, "stop": stop, "held_out": final,
+            "augment_threshold": args.augment, "stop": stop, "held_out": final, "held_out_by_source": by_source,
             "data_names": sorted({r["source"] for r in rows})}
     return {"model": model, "meta": meta, "curves": curves, "evals": evals, "added": added}
 
@@ -333,6 +339,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", action="append", default=[], help="a Pair annotation export (folder or Hub id)")
     p.add_argument("--no-bootstrap", action="store_true", help="train on the --dataset exports only")
+    p.add_argument("--sources", nargs="+", default=["pop909"], choices=data.SOURCES,
+                   help="the symbolic bootstrap sources (default: pop909; see training/soundtrack_data.py)")
     p.add_argument("--augment", type=float, default=None, help="similarity threshold of the claimed augmentation")
     p.add_argument("--cache", default=str(ROOT / "data" / "soundtrack"))
     p.add_argument("--out", default=str(ROOT / "models" / "weights" / "soundtrack"))
