@@ -16,8 +16,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from models.provenance import save_results
 from training import soundtrack_data as data
 from training import train_soundtrack as ts
@@ -52,11 +50,9 @@ def main(argv=None) -> None:
             samples = ts.Samples(*data.load_samples(Path(args.cache), [], sources=data.SOURCES))
             test_w = samples.subset(ts.held_out)
             disc = ts.DifferenceDiscriminator()  # the difference is not compared across runs: a fresh judge
-            for source in data.SOURCES:
-                mine = [w for w in test_w if samples.rows[samples.windows[w][0]]["source"] == source]
-                figures = ts.evaluate(out["model"], disc, samples, mine, np.random.default_rng(0))
+            for source, figures in ts.evaluate_by_source(out["model"], disc, samples, test_w, data.SOURCES).items():
                 figures.pop("difference", None)
-                runs[name]["held_out_by_source"][source] = figures | {"windows": len(mine)}
+                runs[name]["held_out_by_source"][source] = figures
             print(name, runs[name], flush=True)
     save_results(args.out, {"sources": counts, "iterations": args.iters, "runs": runs},
                  module="benchmarks.soundtrack_sources", argv=argv)

@@ -198,6 +198,16 @@ def evaluate(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples:
     return {k: float(np.mean(np.concatenate([np.ravel(v) for v in vals]))) for k, vals in res.items()}
 
 
+def evaluate_by_source(model: SoundtrackGenerator, disc: DifferenceDiscriminator, samples: Samples,
+                       test: list[int], sources) -> dict:
+    """:func:`evaluate` on the windows of ``test`` from each of ``sources`` apart, with their count."""
+    out = {}
+    for name in sources:
+        mine = [w for w in test if samples.rows[samples.windows[w][0]]["source"] == name]
+        out[name] = evaluate(model, disc, samples, mine, np.random.default_rng(0)) | {"windows": len(mine)}
+    return out
+
+
 def _f1(pred: np.ndarray, true: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per-step F1 of pitch-class sets, over ``rows``."""
     tp = (pred & true).sum(-1)
@@ -280,10 +290,7 @@ def train(args) -> dict:
     stop.update(seconds=round(time.time() - start, 1), running_difference=running,
                 threshold=args.stop_threshold, patience=args.stop_patience, window=args.stop_window)
     final = evaluate(model, disc, samples, test_w, np.random.default_rng(0))
-    by_source = {}
-    for name in sorted({r["source"] for r in rows}):
-        mine = [w for w in test_w if samples.rows[samples.windows[w][0]]["source"] == name]
-        by_source[name] = evaluate(model, disc, samples, mine, np.random.default_rng(0)) | {"windows": len(mine)}
+    by_source = evaluate_by_source(model, disc, samples, test_w, sorted({r["source"] for r in rows}))
     sources: dict[str, int] = {}
     for w, m in items:
         name = samples.rows[samples.windows[w][0]]["source"] + ("+augmented" if w != m else "")
