@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     media = Path(os.environ.get("AVSTUDIO_MEDIA", ROOT.parent / "shared" / "media"))
     ap.add_argument("--seconds", type=float, default=11.0)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    ap.add_argument("--repeat", type=int, default=2, help="take the fastest of N runs")
+    ap.add_argument("--repeat", type=int, default=3, help="take the fastest of N runs")
     ap.add_argument("--no-encoder", action="store_true", help="leave out the encoder settings' comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "performance.json")
     args = ap.parse_args(argv)

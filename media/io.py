@@ -625,7 +625,7 @@ class _AacTrack:
 
 
 # libx264's settings for every video written (benchmarks/performance.py: encoder): at 1080p "ultrafast" encodes
-# 2.6 times as fast as "veryfast" for 0.7 dB less PSNR (42.8 dB) at 2.7 times the bit rate (6.4 Mbit/s)
+# 2.6 times as fast as "veryfast" for 0.3 dB less PSNR (42.3 dB) at 2.8 times the bit rate (6.9 Mbit/s)
 ENCODER_PRESET, ENCODER_CRF = "ultrafast", 20
 
 
