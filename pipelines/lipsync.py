@@ -44,7 +44,13 @@ from media.io import (
     read_audio,
     write_video,
 )
-from media.mouth import gradient_map, mouth_blur, mouth_blur_crop, mouth_keypoints
+from media.mouth import (
+    gradient_map,
+    mouth_blur,
+    mouth_blur_crop,
+    mouth_keypoints,
+    source_box,
+)
 from models.lipsync import (
     CROP,
     LipSyncNet,
@@ -168,16 +174,10 @@ def _decode_range(path, first: int, last: int, fps: float, size: tuple[int, int]
 
 def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Blend a generated crop into ``frame`` through ``mask`` (crop pixels), warping only the crop's box."""
-    h, w = frame.shape[:2]
-    back = cv2.invertAffineTransform(to_crop)
-    corners = np.array([[0, 0], [CROP[0], 0], [0, CROP[1]], [CROP[0], CROP[1]]], np.float32)
-    pts = corners @ back[:, :2].T + back[:, 2]
-    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
-    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    x0, y0, x1, y1 = source_box(to_crop, CROP, frame.shape)
     if x1 <= x0 or y1 <= y0:
         return frame
-    shift = back.copy()
+    shift = cv2.invertAffineTransform(to_crop)
     shift[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     gen = cv2.warpAffine(crop, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)

@@ -11,6 +11,7 @@ from media.mouth import (
     lip_pixels,
     lip_polygon_mask,
     mouth_blur,
+    mouth_blur_crop,
     mouth_keypoints,
     mouth_region_mask,
     skin_pixels,
@@ -141,6 +142,26 @@ def test_a_tilted_face_is_rotated_upright_first(faces):
     out = mouth_blur(rotated, [lm])
     lips = lip_polygon_mask(lm, rotated.shape[:2])
     assert _sharpness(out, lips) < 0.8 * _sharpness(rotated, lips)
+
+
+def test_the_crop_blurs_only_the_face_yet_matches_the_whole_frame(faces):
+    """mouth_blur_crop processes the face's part of the frame only: the same crop as blurring the whole frame
+    (to one grey level: the warp's interpolation of a shifted frame), upright and tilted, near an edge too."""
+    import cv2
+
+    from media.face import FaceTrack, crop_transform
+
+    for img in (faces[0][1], np.ascontiguousarray(np.rot90(faces[0][1])), faces[1][1][:, faces[1][1].shape[1] // 3:]):
+        img = np.ascontiguousarray(img)
+        lm = face_in_image(img)
+        assert lm is not None
+        geo = FaceTrack(lm[None].astype(np.float32), np.array([True]), img.shape[1::-1]).geometry(smooth=1)[0]
+        m = crop_transform(geo, "lower", (96, 96))
+        whole = cv2.warpAffine(mouth_blur(img, [lm]), m, (96, 96), flags=cv2.INTER_AREA,
+                               borderMode=cv2.BORDER_REPLICATE)
+        part = mouth_blur_crop(img, lm, m, (96, 96))
+        assert part.shape == whole.shape and np.abs(part.astype(int) - whole).max() <= 1
+        assert np.mean(part != whole) < 0.01
 
 
 def test_gradient_map_properties(faces):
