@@ -81,12 +81,56 @@ def encoder_settings(clip: Path, folder: Path, settings=ENCODER_SETTINGS) -> lis
     return rows
 
 
+# each CLI with real inputs (talking clip, speech, photo, music, hum, video), run until its first progress line
+STARTUP = {
+    "lipsync": ["pipelines.lipsync", "talking_video/lrs2_deepavsr_00001.mp4", "speech/dreamtalk_German1.wav"],
+    "sync_check": ["pipelines.sync_check", "talking_video/lrs2_deepavsr_00001.mp4"],
+    "music_face": ["pipelines.music_face", "faces/fr_obama.jpg", "music/audiocraft_bach.mp3"],
+    "soundtrack": ["pipelines.soundtrack", "--hum", "hum/vocadito_10.wav", "--video", "video/moviepy_chaplin.mp4"],
+    "bgm_fit": ["pipelines.bgm_fit", "score", "speech/dreamtalk_German1.wav"],
+}
+TARGET_STARTUP_S = 2.0
+
+
+def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
+    """Seconds from starting ``python -m pipelines.NAME`` (a new process, real inputs) to its first progress
+    line on stderr, the fastest of ``repeat``; and the interpreter's own start (a line written at once).
+    Inputs are read from ``media``; outputs, were any written, go to ``folder``."""
+    import subprocess
+    import time
+
+    def first_line(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+        line = proc.stderr.readline()
+        seconds = time.perf_counter() - t
+        proc.kill()
+        proc.wait()
+        if not line:
+            raise RuntimeError(f"{' '.join(cmd)} wrote no progress line")
+        return seconds
+
+    out = {"interpreter_s": min(first_line([sys.executable, "-c", "import sys; print(1, file=sys.stderr)"])
+                                for _ in range(repeat)), "target_s": TARGET_STARTUP_S}
+    for name, (module, *args) in STARTUP.items():
+        cmd = [sys.executable, "-m", module]
+        for a in args:
+            cmd.append(str(media / a) if "/" in a else a)
+        if name != "bgm_fit":
+            cmd += ["--out", str(folder / f"startup_{name}.mp4")]
+        seconds = min(first_line(cmd) for _ in range(repeat))
+        out[name] = {"first_progress_line_s": seconds, "meets_target": seconds <= TARGET_STARTUP_S}
+        print(f"start-up {name}: {seconds:.2f} s to the first progress line", file=sys.stderr, flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     media = Path(os.environ.get("AVSTUDIO_MEDIA", ROOT.parent / "shared" / "media"))
     ap.add_argument("--seconds", type=float, default=11.0)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--repeat", type=int, default=3, help="take the fastest of N runs")
+    ap.add_argument("--no-startup", action="store_true", help="leave out the CLIs' start-up times")
     ap.add_argument("--no-encoder", action="store_true", help="leave out the encoder settings' comparison")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "performance.json")
     args = ap.parse_args(argv)
@@ -94,6 +138,7 @@ def main(argv=None) -> int:
     model = ls.load_model(where)
     lipsync, encoder = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
+        starts = startup(media, Path(tmp)) if not args.no_startup else None
         for name in args.sizes:
             clip = scaled_clip(media / CLIP, Path(tmp) / f"clip_{name}.mp4", SIZES[name], args.seconds)
             if not args.no_encoder:
@@ -108,7 +153,8 @@ def main(argv=None) -> int:
             print(f"lip sync {name}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s "
                   f"(RTF {r['real_time_factor']['total']:.2f}, {r['x_plain_transcode']['total']:.2f} x the "
                   f"{r['plain_transcode_s']:.1f} s transcode)", file=sys.stderr, flush=True)
-    save_results(args.out, {"clip": CLIP, "speech": SPEECH, "lipsync": lipsync, "encoder": encoder}, module="benchmarks.performance",
+    save_results(args.out, {"clip": CLIP, "speech": SPEECH, "lipsync": lipsync, "encoder": encoder,
+                             "startup": starts}, module="benchmarks.performance",
                  argv=argv, weights={"lipsync": where})
     return 0
 

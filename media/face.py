@@ -37,6 +37,9 @@ MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 LEFT_EYE = [33, 133]  # subject's right eye in the image's left half, outer and inner corner
 RIGHT_EYE = [362, 263]
 FOREHEAD, CHIN = 10, 152
+# the expressions of the music-to-face control vectors (models.face_controls), here so that a command can name
+# them without loading torch
+EXPRESSIONS = ("smile", "open_mouth", "raised_brows")
 
 CROPS = {  # kind: (width in units of d, height in units of d, vertical centre offset in d, default size)
     "lower": (3.0, 1.5, 0.05, (96, 48)),

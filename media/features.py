@@ -29,6 +29,8 @@ FMAX = 7600.0
 MEL_FPS = SAMPLE_RATE / HOP_LENGTH  # 80 feature frames per second
 N_MFCC = 13
 SYNC_MEL_FRAMES = 16  # 0.2 s of audio features
+SYNC_VIDEO_FRAMES = 5  # the sync discriminator's picture window: 5 frames ...
+SYNC_VIDEO_FPS = 25.0  # ... on a 25 fps grid whatever the source frame rate (0.2 s, as the audio's)
 DB_FLOOR = -100.0
 
 

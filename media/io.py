@@ -624,9 +624,10 @@ class _AacTrack:
         self.out.mux(self.stream.encode(None))
 
 
-# libx264's settings for every video written (benchmarks/performance.py: encoder): at 1080p "ultrafast" encodes
-# 2.6 times as fast as "veryfast" for 0.3 dB less PSNR (42.3 dB) at 2.8 times the bit rate (6.9 Mbit/s)
-ENCODER_PRESET, ENCODER_CRF = "ultrafast", 20
+# libx264's settings for every video written (benchmarks/performance.py: encoder). At 1080p "ultrafast" encodes
+# 2.6 times as fast as "veryfast" for 0.3 dB less PSNR, but still areas flicker under it (a still textured clip
+# gains motion and a false visual beat; docs/performance.md), and pictures here keep what does not move.
+ENCODER_PRESET, ENCODER_CRF = "veryfast", 20
 
 
 def _rgb_frame(rgb: np.ndarray, index: int, shape: tuple[int, ...]) -> av.VideoFrame:

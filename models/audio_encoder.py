@@ -34,8 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from media.features import SAMPLE_RATE as FEATURE_SAMPLE_RATE
+
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "audio_encoder"
-SAMPLE_RATE = 16000
+SAMPLE_RATE = FEATURE_SAMPLE_RATE  # 16 kHz, as every audio feature here
 POINT_SECONDS = 0.1  # one time point per 100 ms
 
 # Held out of the encoder's training by default and used by the music-face evaluation: three calm and

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from media.face import FOREHEAD, LEFT_EYE, LIPS, N_LANDMARKS, RIGHT_EYE
+from media.face import EXPRESSIONS, FOREHEAD, LEFT_EYE, LIPS, N_LANDMARKS, RIGHT_EYE
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "face_controls"
 
@@ -43,7 +43,6 @@ FACE_OVAL = [10, 21, 54, 58, 67, 93, 103, 109, 127, 132, 136, 148, 149, 150, 152
 NOSE = [1, 2, 4, 5, 6, 19, 45, 48, 64, 94, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440]
 # Landmarks that do not move with an expression: they fix the canonical frame.
 STABLE = NOSE + LEFT_EYE + RIGHT_EYE + [FOREHEAD, 338, 297, 332, 284, 251, 389, 356, 109, 67, 103, 54, 21, 162, 127]
-EXPRESSIONS = ("smile", "open_mouth", "raised_brows")
 REGIONS = {"mouth": LIPS, "eyes": EYES + IRISES, "brows": BROWS}
 # The detail regions each expression is measured on (the rest of its difference is left out: a surprised
 # face speaking also opens its mouth, and that belongs to "open_mouth").

@@ -30,10 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from media.face import CROPS, LIPS
-from media.features import SYNC_MEL_FRAMES, frame_to_mel, mel_windows
+from media.features import (
+    SYNC_MEL_FRAMES,
+    SYNC_VIDEO_FPS,
+    SYNC_VIDEO_FRAMES,
+    frame_to_mel,
+    mel_windows,
+)
 
-VIDEO_FRAMES = 5
-VIDEO_FPS = 25.0  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
+VIDEO_FRAMES = SYNC_VIDEO_FRAMES
+VIDEO_FPS = SYNC_VIDEO_FPS  # the model sees 5 frames on a 25 fps grid whatever the source frame rate
 CROP_SIZE = CROPS["lower"][3]  # (w, h) = (96, 48), the lower-face crop
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet"
 N_LIP_POINTS = len(LIPS)  # 40

@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from media.face import (
     LIPS,
@@ -51,16 +51,6 @@ from media.mouth import (
     mouth_keypoints,
     source_box,
 )
-from models.lipsync import (
-    CROP,
-    LipSyncNet,
-    generator_input,
-    keypoint_map,
-    keypoints_for_input,
-    lip_hull,
-    mfcc_windows,
-    normalize_mfcc,
-)
 from pipelines.common import (
     AVStudioError,
     PipelineOutput,
@@ -76,6 +66,11 @@ from pipelines.common import (
     settings,
     timed,
 )
+
+if TYPE_CHECKING:
+    from models.lipsync import LipSyncNet
+
+# models.lipsync and torch are imported where they are used: they are most of a cold command's start-up
 
 PHOTO_FPS = 25.0
 OUTPUT_SR = 48000  # the speech is written at this rate (features use 16 kHz)
@@ -114,6 +109,8 @@ class LipSyncResult(PipelineOutput):
 def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
     """The network, loaded once per process: the bundled one, AVSTUDIO_LIPSYNC, or ``dir_or_repo`` (a folder
     or Hugging Face Hub repo id)."""
+    from models.lipsync import LipSyncNet
+
     return load_pretrained(LipSyncNet, str(dir_or_repo or settings().lipsync), "lip-sync model")
 
 
@@ -174,6 +171,8 @@ def _decode_range(path, first: int, last: int, fps: float, size: tuple[int, int]
 
 def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Blend a generated crop into ``frame`` through ``mask`` (crop pixels), warping only the crop's box."""
+    from models.lipsync import CROP
+
     x0, y0, x1, y1 = source_box(to_crop, CROP, frame.shape)
     if x1 <= x0 or y1 <= y0:
         return frame
@@ -219,7 +218,9 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
     # 1. check the request and read the speech (16 kHz for the features, 48 kHz for the output)
     check_files((face, audio), LipSyncError)
     out_path = prepare_out_path(out_path, LipSyncError)
-    model = model or load_model()
+    if model is None:
+        say(0.0, "loading the model")
+        model = load_model()
     notes: list[str] = []
     say(0.0, "reading the speech")
     speech = read_audio_within(audio, SAMPLE_RATE, resolve_max_seconds(max_seconds), LipSyncError, "speech")
@@ -237,6 +238,8 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
                            f"({1000 / source.fps:.0f} ms)")
     order, extension = frame_order(source, n_out)
     # 3. the speech features per output frame, and the mouth shape each one calls for
+    from models.lipsync import mfcc_windows, normalize_mfcc
+
     windows = mfcc_windows(normalize_mfcc(mfcc(speech, SAMPLE_RATE)), np.arange(n_out), source.fps)
     painter = MouthPainter(model, source, windows, order, timings)
     # 4. generate the mouth frame by frame, paste it, and encode with the speech
@@ -310,6 +313,10 @@ class MouthPainter:
 
     def __init__(self, model: LipSyncNet, source: FaceSource, windows: np.ndarray, order: np.ndarray,
                  timings: dict[str, float]):
+        import torch
+
+        from models.lipsync import CROP
+
         self.model, self.source, self.windows, self.order, self.timings = model, source, windows, order, timings
         self.face_frames = 0
         smooth = 1 if source.kind == "photo" else 9
@@ -348,6 +355,14 @@ class MouthPainter:
 
     def _input(self, frame: np.ndarray, k: int):
         """(crop transform, network input, paste mask) of output frame k, or None without a face."""
+        from models.lipsync import (
+            CROP,
+            generator_input,
+            keypoint_map,
+            keypoints_for_input,
+            lip_hull,
+        )
+
         i = int(self.order[k])
         if not self.source.track.found[i]:
             return None
@@ -366,6 +381,8 @@ class MouthPainter:
         return m, x, mask
 
     def _flush(self, batch: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        import torch
+
         with timed(self.timings, "preprocessing"):
             inputs = [self._input(frame, k) for frame, k in batch]
         todo = [(item, k) for item, (_, k) in zip(inputs, batch) if item is not None]
@@ -429,7 +446,9 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> LipSyncResult:
-    return lipsync(args.face, args.audio, out_path=args.out, model=load_model(args.model),
+    if args.model:  # the bundled model loads inside, after the first progress line
+        progress(0.0, "loading the model")
+    return lipsync(args.face, args.audio, out_path=args.out, model=load_model(args.model) if args.model else None,
                    max_seconds=args.max_seconds, progress=progress)
 
 

@@ -26,15 +26,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from media.face import face_in_image, lip_gap
-from media.features import is_silent
+from media.face import EXPRESSIONS, face_in_image, lip_gap
+from media.features import SAMPLE_RATE, is_silent
 from media.io import MediaError, read_audio, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
-from models.audio_encoder import SAMPLE_RATE, AudioAutoencoder, frame_weights
-from models.face_controls import EXPRESSIONS, ExpressionControls
 from pipelines.common import (
     AVStudioError,
     PipelineOutput,
@@ -79,6 +78,13 @@ class MusicFaceResult(PipelineOutput):
         return " ".join([text, *self.notes])
 
 
+if TYPE_CHECKING:
+    from models.audio_encoder import AudioAutoencoder
+    from models.face_controls import ExpressionControls
+
+# the models (torch) are imported where they are used: they are most of a cold command's start-up
+
+
 @dataclass(frozen=True)
 class MusicFaceModel:
     """The two parts Music to face needs: the audio encoder and the expression control vectors."""
@@ -91,6 +97,9 @@ def load_model(dir_or_repo: str | Path | None = None) -> MusicFaceModel:
     """Both parts, loaded once per process, from the ``audio_encoder/`` and ``face_controls/`` subfolders of
     ``dir_or_repo`` (a folder or Hugging Face Hub repo id; default the bundled models/weights, or
     AVSTUDIO_MUSIC_FACE)."""
+    from models.audio_encoder import AudioAutoencoder
+    from models.face_controls import ExpressionControls
+
     where = str(dir_or_repo or settings().music_face)
     return MusicFaceModel(load_pretrained(AudioAutoencoder, where, "audio encoder", "audio_encoder"),
                           load_pretrained(ExpressionControls, where, "expression control vectors", "face_controls"))
@@ -155,7 +164,9 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
         raise MusicFaceError(f"fps must be between 1 and 60, got {fps:g}")
     mix = parse_expression(expression, strength)
     out_path = prepare_out_path(out_path, MusicFaceError)
-    model = model or load_model()
+    if model is None:
+        say(0.0, "loading the model")
+        model = load_model()
     notes: list[str] = []
     # 2. the photo, scaled to at most AVSTUDIO_MAX_SIDE, and its largest face
     say(0.0, "reading the photo")
@@ -176,6 +187,8 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
         raise MusicFaceError("the audio is silent: there is no music for the face to follow")
     # 4. one expression weight per frame from the audio encoder (spec steps 1-2)
     say(0.1, "audio features")
+    from models.audio_encoder import frame_weights
+
     with timed(timings, "audio_features"):
         weights = frame_weights(model.encoder, music, fps, SAMPLE_RATE, n_frames)
     # 5. the warped frames, encoded with the music (spec steps 3-4)
@@ -228,8 +241,11 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> MusicFaceResult:
+    if args.model:  # the bundled model loads inside, after the first progress line
+        progress(0.0, "loading the model")
     return music_face(args.face, args.audio, out_path=args.out, expression=args.expression, strength=args.strength,
-                      fps=args.fps, model=load_model(args.model), max_seconds=args.max_seconds, progress=progress)
+                      fps=args.fps, model=load_model(args.model) if args.model else None,
+                      max_seconds=args.max_seconds, progress=progress)
 
 
 def main(argv=None) -> int:

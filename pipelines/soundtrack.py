@@ -28,13 +28,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from media import score
 from media.io import MediaError, mux_audio, probe, write_audio
-from media.melody import Melody, NoMelodyError, Note, extract_melody
-from models.soundtrack import SoundtrackGenerator
 from pipelines.common import (
     AVStudioError,
     PipelineOutput,
@@ -48,6 +47,12 @@ from pipelines.common import (
     timed,
 )
 
+if TYPE_CHECKING:
+    from media.melody import Melody, Note
+    from models.soundtrack import SoundtrackGenerator
+
+# the generator (torch) and the melody module (scipy) are imported where they are used: they are most of a cold
+# command's start-up
 HUM_SR = 16000  # pYIN at 16 kHz: the same notes as at 22.05 kHz, in half the time
 OUTPUT_SR = 44100
 FADE_S = 2.0
@@ -97,6 +102,8 @@ class SoundtrackResult(PipelineOutput):
 
 def load_model(dir_or_repo: str | Path | None = None) -> SoundtrackGenerator:
     """The generator, loaded once per process (default: the bundled weights, or AVSTUDIO_SOUNDTRACK)."""
+    from models.soundtrack import SoundtrackGenerator
+
     return load_pretrained(SoundtrackGenerator, str(dir_or_repo or settings().soundtrack), "soundtrack generator")
 
 
@@ -129,6 +136,8 @@ def video_duration(path: Path, limit: float) -> float:
 def fill(notes: list[Note], duration: float, beat_s: float) -> tuple[list[Note], int]:
     """The hum's notes repeated (each pass starting a whole number of beats after the last) to cover
     ``duration``, and cut there; with the number of passes."""
+    from media.melody import Note
+
     first, last = notes[0].start_s, max(n.end_s for n in notes)
     period = np.ceil((last - first + beat_s / 2) / beat_s) * beat_s
     out, passes = [], 0
@@ -186,7 +195,9 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
     limit = float(max_seconds) if max_seconds is not None else settings().soundtrack_max_seconds
     if not limit > 0:
         raise SoundtrackError(f"max_seconds must be positive, got {max_seconds!r}")
-    model = model or load_model()
+    if model is None:
+        say(0.0, "loading the model")
+        model = load_model()
     notes: list[str] = []
     # 1. the video: its length, then its events
     say(0.0, "reading the video")
@@ -205,6 +216,8 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
         if len(y) > duration * HUM_SR:
             notes.append(f"The {len(y) / HUM_SR:.1f} s hum was cut to the video's {duration:.1f} s.")
             y = y[:round(duration * HUM_SR)]
+        from media.melody import NoMelodyError, extract_melody
+
         try:
             melody: Melody = extract_melody(y, HUM_SR)
         except NoMelodyError as err:
@@ -318,6 +331,8 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> SoundtrackResult:
+    if args.model:  # the bundled model loads inside, after the first progress line
+        progress(0.0, "loading the model")
     return soundtrack(args.hum, args.video, out_path=args.out, audio_out=args.audio_out, seed=args.seed,
                       model=load_model(args.model) if args.model else None,
                       max_seconds=args.max_seconds, progress=progress)

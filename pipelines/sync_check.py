@@ -15,11 +15,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from media.face import NoFaceError
-from media.features import SAMPLE_RATE, is_silent, loudness_per_frame
+from media.features import (
+    SAMPLE_RATE,
+    SYNC_VIDEO_FPS,
+    SYNC_VIDEO_FRAMES,
+    is_silent,
+    loudness_per_frame,
+)
 from media.io import (
     iter_video_frames,
     mux_audio,
@@ -27,14 +34,6 @@ from media.io import (
     read_audio,
     shift_audio,
     write_video,
-)
-from models.syncnet import (
-    VIDEO_FPS,
-    VIDEO_FRAMES,
-    SyncNet,
-    TooFewWindows,
-    prepare_clip,
-    sync_score,
 )
 from pipelines.common import (
     AVStudioError,
@@ -49,8 +48,12 @@ from pipelines.common import (
     timed,
 )
 
+if TYPE_CHECKING:
+    from models.syncnet import SyncNet
+
+# models.syncnet (and torch) is imported where it is used: it is most of a cold command's start-up
 MAX_SHIFT = 15  # frames at 25 fps, as SyncNet's LSE-D / LSE-C
-MAX_SHIFT_SECONDS = MAX_SHIFT / VIDEO_FPS  # the same +/-0.6 s at any frame rate
+MAX_SHIFT_SECONDS = MAX_SHIFT / SYNC_VIDEO_FPS  # the same +/-0.6 s at any frame rate
 # Below this confidence the minimum of the curve is not trusted (no fix is written). Measured with the
 # bundled model: 16 of 18 real held-out clips score above it, 5 of 18 faces given another clip's audio do.
 MIN_CONFIDENCE = 0.05
@@ -106,6 +109,8 @@ class SyncResult(PipelineOutput):
 def load_model(dir_or_repo: str | Path | None = None) -> SyncNet:
     """The discriminator, loaded once per process: the bundled one, AVSTUDIO_SYNC_CHECK, or ``dir_or_repo``
     (a folder or Hugging Face Hub repo id)."""
+    from models.syncnet import SyncNet
+
     return load_pretrained(SyncNet, str(dir_or_repo or settings().sync_check), "sync discriminator")
 
 
@@ -156,12 +161,16 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     t_start = time.perf_counter()
     video = Path(video)
     out = None if out_path is None else prepare_out_path(out_path, SyncCheckError)  # refused before any work
-    model = model or load_model()
+    if model is None:
+        say(0.0, "loading the model")
+        model = load_model()
     # 1. check the file: a picture, a sound track, not too long, not too short, not silent
     say(0.0, "reading the video")
     with timed(timings, "reading"):
         info, audio = _read_clip(video, resolve_max_seconds(max_seconds))
     # 2. track the face and cut the lower-face crops; audio features
+    from models.syncnet import TooFewWindows, prepare_clip, sync_score
+
     with timed(timings, "face_tracking"):
         try:
             x = prepare_clip(video, audio=audio, progress=lambda f: say(0.05 + 0.75 * f, "tracking the face"))
@@ -212,7 +221,7 @@ def _read_clip(video: Path, max_seconds: float):
     if info.duration > max_seconds:
         raise SyncCheckError(f"'{name}' is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s "
                              "(set AVSTUDIO_MAX_SECONDS or --max-seconds to change it)")
-    if info.n_frames < VIDEO_FRAMES * info.fps / VIDEO_FPS:
+    if info.n_frames < SYNC_VIDEO_FRAMES * info.fps / SYNC_VIDEO_FPS:
         raise SyncCheckError(f"'{name}' is too short ({info.n_frames} frames): the check needs at least 0.2 s")
     audio = read_audio(video, sr=SAMPLE_RATE)
     if is_silent(audio):
@@ -269,7 +278,10 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> SyncResult:
-    return check_sync(args.video, out_path=args.out, model=load_model(args.model), max_seconds=args.max_seconds,
+    if args.model:  # the bundled model loads inside, after the first progress line
+        progress(0.0, "loading the model")
+    return check_sync(args.video, out_path=args.out, model=load_model(args.model) if args.model else None,
+                      max_seconds=args.max_seconds,
                       progress=progress, min_confidence=args.min_confidence, with_baseline=args.baseline)
 
 

@@ -380,6 +380,21 @@ def test_eight_threads_never_over_assign_and_store_every_ack_once(store, tmp_pat
     users = [store.add_user(f"w{k}") for k in range(8)]
     acks, errors, lock = [], [], threading.Lock()
     barrier = threading.Barrier(len(users))
+    idle, idle_changed = set(), threading.Condition()
+
+    def nothing_left(user) -> bool:
+        """True once every worker found nothing at the same time: no lease is out, so no item can come back
+        (a skip or an expiry returns one); until then an idle worker asks again."""
+        with idle_changed:
+            idle.add(user.name)
+            if len(idle) == len(users):
+                idle_changed.notify_all()
+                return True
+            idle_changed.wait(0.05)
+            if len(idle) == len(users):
+                return True
+            idle.discard(user.name)
+            return False
 
     def work(user):
         rng = random.Random(user.id)
@@ -388,7 +403,9 @@ def test_eight_threads_never_over_assign_and_store_every_ack_once(store, tmp_pat
             while True:
                 a = store.next_item(user, task)
                 if a is None:
-                    return
+                    if nothing_left(user):
+                        return
+                    continue
                 if rng.random() < 0.2:
                     store.heartbeat(user, a["lease_id"])
                 request = cid()
