@@ -103,9 +103,11 @@ def chroma_cosine(ca: np.ndarray, cb: np.ndarray) -> float:
     return float(np.mean(num / (np.linalg.norm(ca[:, :n], axis=0) * np.linalg.norm(cb[:, :n], axis=0) + 1e-9)))
 
 
-def loudness_envelope(y: np.ndarray, n: int) -> np.ndarray:
-    hop = SR // 2
-    return librosa.amplitude_to_db(librosa.feature.rms(y=y[:n], frame_length=hop, hop_length=hop)[0] + 1e-6)
+def loudness_envelope(y: np.ndarray, n: int, window_s: float = 0.5, center: bool = True) -> np.ndarray:
+    """dB RMS of ``y[:n]`` per ``window_s`` (frames centred on their times, or from the start without ``center``)."""
+    hop = round(window_s * SR)
+    return librosa.amplitude_to_db(librosa.feature.rms(y=y[:n], frame_length=hop, hop_length=hop,
+                                                       center=center)[0] + 1e-6)
 
 
 def loudness_follows_energy(y: np.ndarray, energy: np.ndarray, duration: float, rng: np.random.Generator,
@@ -118,8 +120,7 @@ def loudness_follows_energy(y: np.ndarray, energy: np.ndarray, duration: float, 
     t, e = energy[:, 0], energy[:, 1]
     if n < 4 or len(y) < n * hop:
         return float("nan"), float("nan")
-    loud = librosa.amplitude_to_db(librosa.feature.rms(y=y[:n * hop], frame_length=hop, hop_length=hop,
-                                                       center=False)[0] + 1e-6)
+    loud = loudness_envelope(y, n * hop, window_s, center=False)
     windows = np.floor(t / window_s).astype(int)
     en = np.array([e[windows == k].mean() if (windows == k).any() else np.nan for k in range(n)])
     if not np.isfinite(en).all() or np.std(en) == 0 or np.std(loud) == 0:

@@ -38,6 +38,9 @@ def main(argv=None) -> None:
         c["held_out_songs"] += int(ts.held_out(r["song"]))
         c["steps"] += r["steps"]
     runs = {}
+    # every run is scored on every source's held-out songs, trained on them or not
+    samples = ts.Samples(*data.load_samples(Path(args.cache), [], sources=data.SOURCES))
+    test_w = samples.subset(ts.held_out)
     with tempfile.TemporaryDirectory() as tmp:
         for name, sources in RUNS.items():
             argv_r = ["--max-iters", str(args.iters), "--stop-patience", str(10 ** 9), "--eval-every", str(10 ** 9),
@@ -46,9 +49,6 @@ def main(argv=None) -> None:
             out = ts.train(ts.parse_args(argv_r))
             runs[name] = {"sources": sources, "train_windows": out["meta"]["data"]["sources"],
                           "seconds": out["meta"]["stop"]["seconds"], "held_out_by_source": {}}
-            # every run is scored on every source's held-out songs, trained on them or not
-            samples = ts.Samples(*data.load_samples(Path(args.cache), [], sources=data.SOURCES))
-            test_w = samples.subset(ts.held_out)
             disc = ts.DifferenceDiscriminator()  # the difference is not compared across runs: a fresh judge
             for source, figures in ts.evaluate_by_source(out["model"], disc, samples, test_w, data.SOURCES).items():
                 figures.pop("difference", None)

@@ -37,7 +37,7 @@ from media.errors import AVStudioError
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
            "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_photo", "scaled_note",
            "read_audio_within",
-           "load_pretrained", "timed", "run_cli"]
+           "load_pretrained", "timed", "run_cli", "cli_model"]
 
 Progress = Callable[[float, str], None]
 MODELS = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -301,6 +301,16 @@ class CliProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def cli_model(args: argparse.Namespace, progress: Progress, load: Callable):
+    """The model a command's ``--model`` names, loaded after a "loading the model" line; None without one, so
+    that the pipeline loads its bundled model after its own first progress line (a CLI speaks before torch
+    is imported)."""
+    if not args.model:
+        return None
+    progress(0.0, "loading the model")
+    return load(args.model)
 
 
 def run_cli(argv, *, name: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],

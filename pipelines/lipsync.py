@@ -56,6 +56,7 @@ from pipelines.common import (
     PipelineOutput,
     Progress,
     check_files,
+    cli_model,
     load_pretrained,
     prepare_out_path,
     read_audio_within,
@@ -446,9 +447,7 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> LipSyncResult:
-    if args.model:  # the bundled model loads inside, after the first progress line
-        progress(0.0, "loading the model")
-    return lipsync(args.face, args.audio, out_path=args.out, model=load_model(args.model) if args.model else None,
+    return lipsync(args.face, args.audio, out_path=args.out, model=cli_model(args, progress, load_model),
                    max_seconds=args.max_seconds, progress=progress)
 
 

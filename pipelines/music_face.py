@@ -39,6 +39,7 @@ from pipelines.common import (
     PipelineOutput,
     Progress,
     check_files,
+    cli_model,
     load_pretrained,
     prepare_out_path,
     read_audio_within,
@@ -241,10 +242,8 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> MusicFaceResult:
-    if args.model:  # the bundled model loads inside, after the first progress line
-        progress(0.0, "loading the model")
     return music_face(args.face, args.audio, out_path=args.out, expression=args.expression, strength=args.strength,
-                      fps=args.fps, model=load_model(args.model) if args.model else None,
+                      fps=args.fps, model=cli_model(args, progress, load_model),
                       max_seconds=args.max_seconds, progress=progress)
 
 

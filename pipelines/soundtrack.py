@@ -39,6 +39,7 @@ from pipelines.common import (
     PipelineOutput,
     Progress,
     check_files,
+    cli_model,
     load_pretrained,
     prepare_out_path,
     read_audio_within,
@@ -331,10 +332,8 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> SoundtrackResult:
-    if args.model:  # the bundled model loads inside, after the first progress line
-        progress(0.0, "loading the model")
     return soundtrack(args.hum, args.video, out_path=args.out, audio_out=args.audio_out, seed=args.seed,
-                      model=load_model(args.model) if args.model else None,
+                      model=cli_model(args, progress, load_model),
                       max_seconds=args.max_seconds, progress=progress)
 
 

@@ -40,6 +40,7 @@ from pipelines.common import (
     PipelineOutput,
     Progress,
     check_files,
+    cli_model,
     load_pretrained,
     prepare_out_path,
     resolve_max_seconds,
@@ -278,9 +279,7 @@ def _add_arguments(ap) -> None:
 
 
 def _run(args, progress: Progress) -> SyncResult:
-    if args.model:  # the bundled model loads inside, after the first progress line
-        progress(0.0, "loading the model")
-    return check_sync(args.video, out_path=args.out, model=load_model(args.model) if args.model else None,
+    return check_sync(args.video, out_path=args.out, model=cli_model(args, progress, load_model),
                       max_seconds=args.max_seconds,
                       progress=progress, min_confidence=args.min_confidence, with_baseline=args.baseline)
 
