@@ -7,7 +7,8 @@ The clip: ``talking_video/edtalk_uncrop_Obama.mp4`` (450 x 450, 25 fps), its fir
 scaled (bicubic) to 256 x 256, and to 720 and 1080 lines with the sides filled by reflection to 16:9
 (1280 x 720, 1920 x 1080), as a phone or camera records a speaker; written once, near-losslessly (H.264,
 CRF 10). The speech: another speaker (``pcavs_Audio_Source_741400104.mp4``), cut to the clip.
-Per size: the pipeline's in-process time split into its parts (``benchmarks.lipsync.measure``: the
+Parts (``--parts``, default all): ``startup``, ``lipsync``, ``encoder``, ``sync_check``, ``music_face``, ``warp``,
+``memory``; see each function. Per size: the lip-sync pipeline's in-process time split into its parts (``benchmarks.lipsync.measure``: the
 fastest of ``--repeat`` runs, the model loaded once), the real-time factor (time / output seconds) and the
 ratio to the plain transcode; and libx264's presets and quality settings on the same frames (encoding time,
 bit rate, PSNR), which chose the writer's. Targets (issue 14): RTF <= 0.25 at 256, <= 0.5 at 720, <= 1.0 at 1080, and
@@ -25,8 +26,8 @@ import cv2
 import numpy as np
 
 from benchmarks.lipsync import measure
-from media.io import iter_video_frames, probe, write_video
-from models.provenance import save_results
+from media.io import iter_video_frames, probe, read_audio, write_video
+from models.provenance import save_results, subfolders
 from pipelines import lipsync as ls
 from pipelines.common import settings
 
@@ -81,6 +82,80 @@ def encoder_settings(clip: Path, folder: Path, settings=ENCODER_SETTINGS) -> lis
     return rows
 
 
+# music to face: a portrait photo of 2173 x 1449, which the pipeline scales to 1920 x 1280 (AVSTUDIO_MAX_SIDE),
+# with held-out music; the default expression and the three-part mix the 512 px benchmark uses
+PHOTO = "faces/deepface_img26.jpg"
+MUSIC = "music/librosa_admiralbob77_-_Choice_-_Drum-bass.ogg"
+EXPRESSIONS = ("smile", "smile+open_mouth+raised_brows")
+TARGET_MUSIC_FACE_RTF = 0.5
+# the warp's accuracy: photos of several sizes, each scaled to at most 1920 px as the pipeline does
+WARP_PHOTOS = ("faces/deepface_img26.jpg", "faces/deepface_img3.jpg", "faces/fr_obama.jpg",
+               "faces/fnp_angelina_jolie.jpg")
+WARP_WEIGHTS = (0.3, 1.0)
+WARP_SETTINGS = {"every_pixel_3_steps": (1, 3), "grid_4_6_steps": (4, 6)}  # (grid, steps); the first is the
+# warp before this work, the second the pipeline's now
+WARP_CONVERGED = (1, 30)
+
+
+def music_face_speed(media: Path, model, seconds: float, repeat: int) -> dict:
+    """Music to face on :data:`PHOTO` with ``seconds`` of :data:`MUSIC`, for each of :data:`EXPRESSIONS`
+    (``benchmarks.music_face.measure``: the fastest of ``repeat``, beside the still photo encoded)."""
+    from benchmarks.music_face import measure as measure_music_face
+    from models.audio_encoder import SAMPLE_RATE as MUSIC_SR
+
+    audio = read_audio(media / MUSIC, sr=MUSIC_SR, end=seconds)
+    out = {}
+    for expression in EXPRESSIONS:
+        r = measure_music_face(media / PHOTO, audio, model, repeat, expression)
+        r["target_rtf"] = TARGET_MUSIC_FACE_RTF
+        r["meets_rtf"] = r["real_time_factor"] <= TARGET_MUSIC_FACE_RTF
+        out[expression] = r
+        print(f"music to face {expression}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s (RTF "
+              f"{r['real_time_factor']:.2f}; the still photo encoded: {r['baseline_still_encode_s']:.1f} s)",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def warp_accuracy(media: Path, model) -> list[dict]:
+    """Each of :data:`WARP_SETTINGS` against the inverse map solved to convergence at every pixel
+    (:data:`WARP_CONVERGED`), per photo, expression and weight: PSNR (dB) and the largest difference (grey
+    levels) over the pixels either changes, and milliseconds per frame (the fastest of 5)."""
+    import time
+
+    from media.warp import MeshWarp
+    from pipelines import music_face as mf
+    from pipelines.common import read_photo
+
+    rows = []
+    for photo in WARP_PHOTOS:
+        image = read_photo(media / photo, mf.MusicFaceError, settings().max_side)
+        landmarks, _ = mf.find_face(image)
+        warp = MeshWarp(image, landmarks)
+        for expression in EXPRESSIONS:
+            field = warp.field(model.controls.displacement(landmarks, mf.parse_expression(expression)))
+            for weight in WARP_WEIGHTS:
+                grid, steps = WARP_CONVERGED
+                truth = warp.warp(field, weight, steps=steps, grid=grid)
+                row = {"photo": photo, "size": list(image.shape[1::-1]), "expression": expression, "weight": weight}
+                for name, (grid, steps) in WARP_SETTINGS.items():
+                    times = []
+                    for _ in range(5):
+                        t = time.perf_counter()
+                        out = warp.warp(field, weight, steps=steps, grid=grid)
+                        times.append(time.perf_counter() - t)
+                    changed = (out != image).any(axis=2) | (truth != image).any(axis=2)
+                    diff = out[changed].astype(np.float64) - truth[changed]
+                    mse = float(np.mean(diff ** 2)) if diff.size else 0.0
+                    row[name] = {"psnr_db": float(10 * np.log10(255 ** 2 / max(mse, 1e-12))),
+                                 "max_diff": int(np.abs(diff).max()) if diff.size else 0,
+                                 "ms": 1000 * min(times)}
+                rows.append(row)
+                print(f"warp {photo} {expression} {weight}: " + ", ".join(
+                    f"{k} {v['psnr_db']:.1f} dB {v['ms']:.1f} ms" for k, v in row.items() if isinstance(v, dict)),
+                    file=sys.stderr, flush=True)
+    return rows
+
+
 # each CLI with real inputs (talking clip, speech, photo, music, hum, video), run until its first progress line
 STARTUP = {
     "lipsync": ["pipelines.lipsync", "talking_video/lrs2_deepavsr_00001.mp4", "speech/dreamtalk_German1.wav"],
@@ -124,38 +199,145 @@ def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
     return out
 
 
+TARGET_SYNC_CHECK_RTF = {"720": 0.1}
+
+
+def sync_check_speed(media: Path, clip: Path, folder: Path, model, repeat: int) -> dict:
+    """The sync check (in process, the model loaded; the fastest of ``repeat``) on ``clip`` with the original
+    clip's own speech (in sync), its parts as the pipeline times them; beside decoding the clip alone (every
+    frame to RGB, nothing else), the least any check of every frame must do."""
+    import time
+
+    from media.io import mux_audio
+    from pipelines import sync_check as sc
+
+    video = mux_audio(clip, folder / f"{clip.stem}_speech.mp4", media / CLIP)
+    runs, decode = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in iter_video_frames(video):
+            pass
+        decode.append(time.perf_counter() - t)
+        result = sc.check_sync(video, model=model)
+        runs.append(result.timings)
+    best = min(runs, key=lambda r: r["total"])
+    return {"offset_frames": result.offset_frames, "confidence": result.confidence, "seconds": result.duration_s,
+            "parts_s": best, "real_time_factor": best["total"] / result.duration_s, "plain_decode_s": min(decode),
+            "x_plain_decode": best["total"] / min(decode)}
+
+
+# peak memory: each command on a 1080p talking clip (a 60 s talking head scaled as above, with its own speech),
+# at two lengths: a pipeline that held the whole video would grow with it (60 s of 1080p RGB is 9.3 GB)
+MEMORY_CLIP = "talking_video/edtalk_pose_source2.mp4"  # 60 s, 256 x 256, 25 fps
+MEMORY_MUSIC = "music/lincity_RobertvanHerk_ArchitecturalContemplations.ogg"  # 129 s, held out of training
+MEMORY_SECONDS = (15.0, 60.0)
+TRANSCODE = ("import sys; from media.io import iter_video_frames, probe, write_video; "
+             "write_video(sys.argv[2], (f for _, _, f in iter_video_frames(sys.argv[1])), probe(sys.argv[1]).fps)")
+
+
+def _peak_mb(cmd: list[str]) -> float:
+    """Peak resident memory (MB) of ``cmd`` run to the end in a new process (``os.wait4``'s ``ru_maxrss``)."""
+    import subprocess
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read()[-2000:]}")
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
+    """Each command's peak resident memory on 1920 x 1080 input of each of ``lengths`` seconds (the photo for
+    music to face: :data:`PHOTO`, 1920 x 1280), beside a plain decode + re-encode of the same clip in a new
+    process."""
+    from media.io import mux_audio, write_audio
+
+    py = [sys.executable]
+    out: dict = {}
+    for seconds in lengths:
+        key = f"{seconds:g}s"
+        clip = scaled_clip(media / MEMORY_CLIP, folder / f"mem_{key}_silent.mp4", SIZES["1080"], seconds)
+        video = mux_audio(clip, folder / f"mem_{key}.mp4", media / MEMORY_CLIP)
+        speech, music = folder / f"speech_{key}.wav", folder / f"music_{key}.wav"
+        write_audio(speech, read_audio(media / MEMORY_CLIP, sr=16000, end=seconds), 16000)
+        write_audio(music, read_audio(media / MEMORY_MUSIC, sr=16000, end=seconds), 16000)
+        commands = {
+            "plain_transcode": py + ["-c", TRANSCODE, str(video), str(folder / "copy.mp4")],
+            "lipsync": py + ["-m", "pipelines.lipsync", str(video), str(speech), "--out", str(folder / "ls.mp4")],
+            "sync_check": py + ["-m", "pipelines.sync_check", str(video), "--out", str(folder / "sc.mp4")],
+            "music_face": py + ["-m", "pipelines.music_face", str(media / PHOTO), str(music), "--out",
+                                str(folder / "mf.mp4")],
+            "soundtrack": py + ["-m", "pipelines.soundtrack", "--hum", str(media / STARTUP["soundtrack"][2]),
+                                "--video", str(video), "--out", str(folder / "st.mp4")],
+            "bgm_fit": py + ["-m", "pipelines.bgm_fit", "score", str(speech), "--mix", str(folder / "bgm.wav")],
+        }
+        out[key] = {}
+        for name, cmd in commands.items():
+            out[key][name] = {"peak_mb": _peak_mb(cmd)}
+            print(f"memory {key} {name}: {out[key][name]['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
+    return {"clip": MEMORY_CLIP, "size": list(SIZES["1080"]), "music": MEMORY_MUSIC, "by_length": out}
+
+
+PARTS = ("startup", "lipsync", "encoder", "sync_check", "music_face", "warp", "memory")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     media = Path(os.environ.get("AVSTUDIO_MEDIA", ROOT.parent / "shared" / "media"))
     ap.add_argument("--seconds", type=float, default=11.0)
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--repeat", type=int, default=3, help="take the fastest of N runs")
-    ap.add_argument("--no-startup", action="store_true", help="leave out the CLIs' start-up times")
-    ap.add_argument("--no-encoder", action="store_true", help="leave out the encoder settings' comparison")
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="what to measure (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "performance.json")
     args = ap.parse_args(argv)
-    where = settings().lipsync
-    model = ls.load_model(where)
-    lipsync, encoder = {}, {}
+    parts = set(args.parts)
+    where = settings()
+    results: dict = {"clip": CLIP, "speech": SPEECH}
+    from pipelines import music_face as mf
+    from pipelines import sync_check as sc
+
     with tempfile.TemporaryDirectory() as tmp:
-        starts = startup(media, Path(tmp)) if not args.no_startup else None
-        for name in args.sizes:
-            clip = scaled_clip(media / CLIP, Path(tmp) / f"clip_{name}.mp4", SIZES[name], args.seconds)
-            if not args.no_encoder:
-                encoder[name] = encoder_settings(clip, Path(tmp))
-            r = measure(clip, media / SPEECH, model, args.repeat)
-            r["target_rtf"] = TARGET_RTF[name]
-            r["meets_rtf"] = r["real_time_factor"]["total"] <= TARGET_RTF[name]
-            if name in TARGET_X_TRANSCODE:
-                r["target_x_transcode"] = TARGET_X_TRANSCODE[name]
-                r["meets_x_transcode"] = r["x_plain_transcode"]["total"] <= TARGET_X_TRANSCODE[name]
-            lipsync[name] = r
-            print(f"lip sync {name}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s "
-                  f"(RTF {r['real_time_factor']['total']:.2f}, {r['x_plain_transcode']['total']:.2f} x the "
-                  f"{r['plain_transcode_s']:.1f} s transcode)", file=sys.stderr, flush=True)
-    save_results(args.out, {"clip": CLIP, "speech": SPEECH, "lipsync": lipsync, "encoder": encoder,
-                             "startup": starts}, module="benchmarks.performance",
-                 argv=argv, weights={"lipsync": where})
+        tmp = Path(tmp)
+        if "startup" in parts:
+            results["startup"] = startup(media, tmp)
+        lipsync_model = ls.load_model(where.lipsync) if "lipsync" in parts else None
+        sync_model = sc.load_model(where.sync_check) if "sync_check" in parts else None
+        for name in args.sizes if parts & {"lipsync", "encoder", "sync_check"} else []:
+            clip = scaled_clip(media / CLIP, tmp / f"clip_{name}.mp4", SIZES[name], args.seconds)
+            if "encoder" in parts:
+                results.setdefault("encoder", {})[name] = encoder_settings(clip, tmp)
+            if "lipsync" in parts:
+                r = measure(clip, media / SPEECH, lipsync_model, args.repeat)
+                r["target_rtf"] = TARGET_RTF[name]
+                r["meets_rtf"] = r["real_time_factor"]["total"] <= TARGET_RTF[name]
+                if name in TARGET_X_TRANSCODE:
+                    r["target_x_transcode"] = TARGET_X_TRANSCODE[name]
+                    r["meets_x_transcode"] = r["x_plain_transcode"]["total"] <= TARGET_X_TRANSCODE[name]
+                results.setdefault("lipsync", {})[name] = r
+                print(f"lip sync {name}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s "
+                      f"(RTF {r['real_time_factor']['total']:.2f}, {r['x_plain_transcode']['total']:.2f} x the "
+                      f"{r['plain_transcode_s']:.1f} s transcode)", file=sys.stderr, flush=True)
+            if "sync_check" in parts:
+                r = sync_check_speed(media, clip, tmp, sync_model, args.repeat)
+                if name in TARGET_SYNC_CHECK_RTF:
+                    r["target_rtf"] = TARGET_SYNC_CHECK_RTF[name]
+                    r["meets_rtf"] = r["real_time_factor"] <= TARGET_SYNC_CHECK_RTF[name]
+                results.setdefault("sync_check", {})[name] = r
+                print(f"sync check {name}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s (RTF "
+                      f"{r['real_time_factor']:.2f}; decoding alone {r['plain_decode_s']:.1f} s)",
+                      file=sys.stderr, flush=True)
+        if parts & {"music_face", "warp"}:
+            face_model = mf.load_model(where.music_face)
+            if "music_face" in parts:
+                results["music_face"] = music_face_speed(media, face_model, args.seconds, args.repeat)
+            if "warp" in parts:
+                results["warp"] = warp_accuracy(media, face_model)
+        if "memory" in parts:
+            results["memory"] = peak_memory(media, tmp)
+    weights = {"lipsync": where.lipsync, "sync_check": where.sync_check, "bgm_fit": where.bgm_fit,
+               "soundtrack": where.soundtrack, **subfolders(where.music_face, ("audio_encoder", "face_controls"))}
+    save_results(args.out, results, module="benchmarks.performance", argv=argv, weights=weights)
     return 0
 
 

@@ -14,10 +14,25 @@ warped lips.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from media.face import LIPS_INNER, LIPS_OUTER, lip_gap
+
+COARSE = 4  # MeshWarp.warp solves the inverse map every COARSE pixels and interpolates between
+
+
+@dataclass(frozen=True)
+class WarpField:
+    """A forward displacement field over a :class:`MeshWarp`'s box: ``values`` (box_h, box_w, 2) float32
+    pixels; ``support`` the box-relative (x0, y0, x1, y1) of the pixels it moves (None: it moves none);
+    ``reach`` the farthest it moves one (pixels)."""
+
+    values: np.ndarray
+    support: tuple[int, int, int, int] | None
+    reach: float
 
 
 class MeshWarp:
@@ -62,35 +77,60 @@ class MeshWarp:
         self._base = np.stack([xs + self.box[0], ys + self.box[1]], axis=-1).astype(np.float32)  # absolute pixels
         self._shape = (bh, bw)
 
-    def field(self, displacement: np.ndarray) -> np.ndarray:
-        """(box_h, box_w, 2) float32 forward displacement of every box pixel for landmark ``displacement`` (478, 2)."""
+    def field(self, displacement: np.ndarray) -> WarpField:
+        """The forward displacement of every box pixel for landmark ``displacement`` (478, 2): barycentric
+        interpolation inside each triangle, zero on the anchors."""
         d = np.zeros((len(self.points), 2), np.float32)
         d[:self.n_landmarks] = displacement
         out = np.zeros((self._shape[0] * self._shape[1], 2), np.float32)
         out[self._pix] = np.einsum("ni,nij->nj", self._bary, d[self._verts])
-        return out.reshape(*self._shape, 2)
+        values = out.reshape(*self._shape, 2)
+        moving = np.abs(values).max(axis=2) > 0
+        if not moving.any():
+            return WarpField(values, None, 0.0)
+        rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
+        return WarpField(values, (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1),
+                         float(np.sqrt((values ** 2).sum(axis=2)).max()))
 
-    def warp(self, field: np.ndarray, weight: float, steps: int = 3, extra: np.ndarray | None = None):
+    def warp(self, field: WarpField, weight: float, steps: int = 6, extra: np.ndarray | None = None,
+             grid: int = COARSE):
         """The photo with its mesh moved by ``weight`` x ``field`` (a copy; pixels outside the box untouched).
 
+        Only the part of the box that can change is rendered: the pixels the field moves, widened by the
+        farthest any of them moves (a moved pixel can land there) and by ``grid`` pixels. The inverse
+        map (``src = x - weight * field(src)``, ``steps`` fixed-point steps) is solved on a grid every
+        ``grid`` pixels and interpolated bilinearly to every pixel (``grid=1``: solved at every pixel). The
+        field is piecewise affine and continuous, so the interpolation errs only near the triangles' edges;
+        ``benchmarks/performance.py`` (``warp``) measures both against the inverse solved to convergence.
         With ``extra`` (an (h, w) float32 map the size of the photo, e.g. a mask), returns (image, that map
         warped the same way)."""
         out = self.image.copy()
         moved = None if extra is None else extra.copy()
-        if weight != 0:
-            f = field * np.float32(weight)
-            x0, y0, x1, y1 = self.box
-            local = self._base - np.float32([x0, y0])
-            src = local - f
-            for _ in range(steps - 1):  # fixed point of src = x - f(src): the inverse of the forward warp
-                fs = cv2.remap(f, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-                src = local - fs
-            src += np.float32([x0, y0])
-            out[y0:y1, x0:x1] = cv2.remap(self.image, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_REFLECT)
-            if extra is not None:
-                moved[y0:y1, x0:x1] = cv2.remap(extra, src[..., 0], src[..., 1], cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REFLECT)
+        if weight == 0 or field.support is None:
+            return out if extra is None else (out, moved)
+        s = grid
+        f = field.values * np.float32(weight)
+        reach = int(np.ceil(abs(weight) * field.reach)) + 2 * s
+        sx0, sy0, sx1, sy1 = field.support
+        bh, bw = self._shape
+        x0, y0, x1, y1 = max(sx0 - reach, 0), max(sy0 - reach, 0), min(sx1 + reach, bw), min(sy1 + reach, bh)
+        # the coarse grid: point (i, j) at (x0 + s*j + (s-1)/2, y0 + s*i + (s-1)/2), where cv2.resize by s puts
+        # the sample of coarse point (i, j), so the resize below is the bilinear interpolation between grid points
+        ny, nx = -(-(y1 - y0) // s), -(-(x1 - x0) // s)
+        gx = (x0 + s * np.arange(nx, dtype=np.float32) + (s - 1) / 2)[None, :].repeat(ny, 0)
+        gy = (y0 + s * np.arange(ny, dtype=np.float32) + (s - 1) / 2)[:, None].repeat(nx, 1)
+        points = np.stack([gx, gy], axis=-1)
+        shift = cv2.remap(f, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        for _ in range(steps - 1):  # fixed point of src = x - f(src): the inverse of the forward warp
+            src = points - shift
+            shift = cv2.remap(f, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        shift = cv2.resize(shift, (nx * s, ny * s), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+        src = self._base[y0:y1, x0:x1] - shift
+        bx, by = self.box[:2]
+        region = (slice(by + y0, by + y1), slice(bx + x0, bx + x1))
+        out[region] = cv2.remap(self.image, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if extra is not None:
+            moved[region] = cv2.remap(extra, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         return out if extra is None else (out, moved)
 
 
@@ -106,7 +146,7 @@ def inner_mouth_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 
 def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | None = None,
-                   photo_gap: float = 0.0) -> np.ndarray:
+                   photo_gap: float = 0.0, copy: bool = True) -> np.ndarray:
     """Paint the inside of the mouth of ``frame`` within its inner-lip ring (``landmarks``: the moved
     landmarks, pixels), except where ``keep`` (an (h, w) map in [0, 1]: the photo's own mouth interior,
     warped along) already shows a real one. Nothing is painted unless the inner lips are at least a pixel
@@ -114,7 +154,8 @@ def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | 
 
     The cavity colour is the lips' mean colour darkened to a quarter, darker towards the middle; the upper
     teeth are a light band under the upper lip, a third of the opening tall, as bright as the mouth's
-    surroundings. Returns a new frame; a mouth with nothing to paint returns ``frame`` itself."""
+    surroundings. Returns a new frame (``copy=False``: ``frame`` itself, painted); a mouth with nothing to paint
+    returns ``frame`` itself."""
     inner = np.asarray(landmarks, np.float64)[LIPS_INNER, :2]
     if lip_gap(landmarks) < photo_gap + 1.0:
         return frame
@@ -147,6 +188,6 @@ def mouth_interior(frame: np.ndarray, landmarks: np.ndarray, keep: np.ndarray | 
     band = np.clip((0.33 - yy) / 0.1, 0, 1) * np.clip(1 - np.abs((xx - cx) / half_w) ** 3, 0, 1)
     fill = cavity * (1 - band[..., None]) + teeth * band[..., None]
     alpha = cv2.GaussianBlur(cavity_mask, (0, 0), 0.8)
-    out = frame.copy()
+    out = frame.copy() if copy else frame
     out[y0:y1, x0:x1] = np.clip(patch * (1 - alpha[..., None]) + fill * alpha[..., None], 0, 255).astype(np.uint8)
     return out

@@ -145,7 +145,8 @@ def animate(image: np.ndarray, landmarks: np.ndarray, weights: np.ndarray, mix: 
         if opens and w > 0:
             frame, keep = warp.warp(field_, float(w), extra=own_mouth) if own_mouth is not None else \
                 (warp.warp(field_, float(w)), None)
-            frame = mouth_interior(frame, controls.fuse(landmarks, displacement, float(w)), keep, photo_gap)
+            frame = mouth_interior(frame, controls.fuse(landmarks, displacement, float(w)), keep, photo_gap,
+                                   copy=False)  # the warp's frame is a new one
         else:
             frame = warp.warp(field_, float(w))
         yield frame
