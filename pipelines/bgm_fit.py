@@ -41,6 +41,7 @@ from pipelines.common import (
     PipelineOutput,
     Progress,
     check_files,
+    cli_model,
     load_pretrained,
     run_cli,
     settings,
@@ -480,7 +481,9 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
         raise BGMFitError(f"write the mix as .wav (or .mp4 for a video), got '{Path(out_path).name}'")
     if not 1 <= int(top) <= 50:
         raise BGMFitError("top must be between 1 and 50")
-    model = model or load_model()
+    if model is None:
+        say(0.0, "loading the model")
+        model = load_model()
     say(0.0, "loading the library")
     with timed(timings, "library"):
         lib = load_library(library, model)
@@ -604,7 +607,7 @@ def _score_arguments(ap) -> None:
 
 
 def _run_score(args, progress: Progress) -> BGMFitResult:
-    return fit_bgm(args.speech, out_path=args.mix or args.out, model=load_model(args.model),
+    return fit_bgm(args.speech, out_path=args.mix or args.out, model=cli_model(args, progress, load_model),
                    max_seconds=args.max_seconds, progress=progress, library=args.library, top=args.top,
                    min_segment_s=args.min_segment, switch_penalty=args.switch_penalty, duck_db=args.duck_db,
                    target_lufs=args.target_lufs)
