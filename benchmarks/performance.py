@@ -167,9 +167,42 @@ STARTUP = {
 TARGET_STARTUP_S = 2.0
 
 
+def app_serves_s(folder: Path, root: Path = ROOT, timeout: float = 180.0) -> float:
+    """Seconds from starting ``python app.py`` (in ``root``; its label store under ``folder``) to the first
+    page it serves."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "AVSTUDIO_DATA": str(folder / "app_data")}
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        while time.perf_counter() - t < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    if page.status == 200:
+                        return time.perf_counter() - t
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"app.py served nothing within {timeout:g} s")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
     """Seconds from starting ``python -m pipelines.NAME`` (a new process, real inputs) to its first progress
-    line on stderr, the fastest of ``repeat``; and the interpreter's own start (a line written at once).
+    line on stderr, the fastest of ``repeat``; the interpreter's own start (a line written at once); and the
+    app's time to its first page (:func:`app_serves_s`, the fastest of ``repeat``).
     Inputs are read from ``media``; outputs, were any written, go to ``folder``."""
     import subprocess
     import time
@@ -196,6 +229,8 @@ def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
         seconds = min(first_line(cmd) for _ in range(repeat))
         out[name] = {"first_progress_line_s": seconds, "meets_target": seconds <= TARGET_STARTUP_S}
         print(f"start-up {name}: {seconds:.2f} s to the first progress line", file=sys.stderr, flush=True)
+    out["app_serves_s"] = min(app_serves_s(folder) for _ in range(repeat))
+    print(f"start-up app: {out['app_serves_s']:.1f} s to its first page", file=sys.stderr, flush=True)
     return out
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -259,10 +260,29 @@ def read_audio_within(path, sr: int, max_seconds: float, error_cls: type[AVStudi
     return wave
 
 
-@lru_cache(maxsize=8)
+_LOADED: dict[tuple, object] = {}  # load_pretrained's models, by (class, location, subfolder)
+_LOADING: dict[tuple, threading.Lock] = {}
+_LOADING_GUARD = threading.Lock()
+
+
 def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None = None):
     """``model_cls.from_pretrained(dir_or_repo, subfolder=...)``, once per process; any failure (missing
-    folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded."""
+    folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded.
+
+    Thread-safe: a second caller of a model being loaded (the app loads models in the background while it
+    serves) waits for that load instead of starting another; callers of other models do not wait."""
+    key = (model_cls, str(dir_or_repo), subfolder)
+    if key in _LOADED:
+        return _LOADED[key]
+    with _LOADING_GUARD:
+        lock = _LOADING.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _LOADED:
+            _LOADED[key] = _load_pretrained(model_cls, dir_or_repo, what, subfolder)
+    return _LOADED[key]
+
+
+def _load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None):
     from huggingface_hub.errors import HfHubHTTPError
     from safetensors import SafetensorError
 
