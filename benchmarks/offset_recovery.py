@@ -38,7 +38,7 @@ from models.syncnet import (
     shift_recovery,
     sync_score,
 )
-from pipelines.sync_check import SyncCheckError, baseline_offset
+from pipelines.sync_check import TRACK_EVERY, SyncCheckError, baseline_offset
 
 STAGES = ["stage1", "stage2", "stage3", "nofilter_stage2", "nofilter_stage3"]
 JUDGE = DEFAULT_WEIGHTS.parent / "syncnet_judge"
@@ -53,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", nargs="+", default=DEFAULT_MODELS, metavar="NAME=DIR",
                     help="discriminators to compare (default: the Sync check's and the independent judge)")
     ap.add_argument("--runs", type=Path, default=None, help="training output folder with one sub-folder per stage")
+    ap.add_argument("--track-every", type=int, default=TRACK_EVERY,
+                    help="the face mesh on every N-th frame, the rest interpolated (default: the Sync check's)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/offset_recovery.json"))
     args = ap.parse_args(argv)
 
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
         for clip in tqdm(clips, desc="clips", unit="clip"):
-            x = prepare_clip(clip)  # face tracking once: the picture is the same in every shifted copy
+            x = prepare_clip(clip, track_every=args.track_every)  # face tracking once: the picture is the same in every shifted copy
             video_emb = {name: embed_video_windows(model, x.gray, x.found, x.fps) for name, model in models.items()}
             original = read_audio(clip, sr=SAMPLE_RATE)
             for shift in args.shifts:
@@ -91,7 +93,8 @@ def main(argv=None) -> int:
     accuracy = {n: hits[n] / len(cases) for n in names}
     recovery = {n: shift_recovery(cases, key=n) for n in names}
     result = {"models": {n: shown_path(p) for n, p in paths.items()}, "clips": len(clips), "cases": len(cases),
-              "shifts": args.shifts, "holdout_sources": args.holdout_source, "accuracy_within_1_frame": accuracy,
+              "shifts": args.shifts, "holdout_sources": args.holdout_source, "track_every": args.track_every,
+              "accuracy_within_1_frame": accuracy,
               "shift_recovery_within_1_frame": recovery, "per_case": cases}
     save_results(args.out, result, module=__spec__.name, argv=argv, weights=paths)
     print(f"{len(cases)} cases ({len(clips)} held-out clips x {len(args.shifts)} shifts)")

@@ -19,6 +19,7 @@ Crops are similarity-aligned (rotation from the eye line, scale from the eye-to-
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -322,20 +323,27 @@ class FaceTracker:
         return [(cx, cy, size) for _, cx, cy, size in found]
 
     def track(self, frames: Iterable[np.ndarray], all_faces: bool = False, smooth: int = 3,
-              progress=None) -> FaceTrack | list[FaceTrack]:
+              progress=None, every: int = 1) -> FaceTrack | list[FaceTrack]:
         """Landmarks of the largest face in every frame (or a list of tracks with ``all_faces``).
 
         ``smooth`` is the window of the centred moving average applied to the landmarks of runs of
-        consecutive found frames. ``progress``, if given, is called with each frame index.
+        consecutive found frames. ``progress``, if given, is called with each frame index. With ``every``
+        > 1 the mesh looks at every ``every``-th frame only (and the last): the landmarks of the frames
+        between are interpolated linearly from the two looked-at frames around them, where both have the
+        face. That suits what moves a box (the head), not what changes within a frame (the lips).
         """
         per_frame: list[list[np.ndarray]] = []
+        looked: list[int] = []  # the frames the mesh looked at
         size = (0, 0)
         self._previous, self._since_search, self._search_every = [], 0, 1
         skipped: list[tuple[int, np.ndarray]] = []  # frames without a face on which the search did not run
-        for i, frame in enumerate(frames):
-            size = (frame.shape[1], frame.shape[0])
+        last: tuple[int, np.ndarray] | None = None  # with every > 1: the latest frame not looked at
+
+        def look(i: int, frame: np.ndarray) -> None:
+            nonlocal skipped
             faces = self.detect(frame)
             per_frame.append(faces)
+            looked.append(i)
             if faces and skipped:  # a face found again: follow it back through the frames not searched
                 back = faces
                 for j, earlier in reversed(skipped):
@@ -343,23 +351,45 @@ class FaceTracker:
                     if not back:
                         break
                     per_frame[j] = sorted(back, key=lambda p: -_box_area(p))
-            skipped = skipped + [(i, frame)] if self._skipped_search else []
+            skipped = skipped + [(len(per_frame) - 1, frame)] if self._skipped_search else []
+
+        n = 0
+        for i, frame in enumerate(frames):
+            size, n = (frame.shape[1], frame.shape[0]), i + 1
+            if i % every == 0:
+                look(i, frame)
+                last = None
+            else:
+                last = (i, frame)
             if progress is not None:
                 progress(i)
+        if last is not None:
+            look(*last)
         tracks = _associate(per_frame)
         if not all_faces:  # the face that is largest over the clip, followed as one identity
             tracks = [max(tracks, key=lambda tr: sum(_box_area(p) for p in tr if p is not None))] if tracks else \
                 [[None] * len(per_frame)]
         out = []
         for seq in tracks:
-            n = len(seq)
             lm = np.full((n, N_LANDMARKS, 3), np.nan, dtype=np.float32)
             found = np.zeros(n, dtype=bool)
-            for i, pts in enumerate(seq):
+            for i, pts in zip(looked, seq):
                 if pts is not None:
                     lm[i], found[i] = pts, True
+            if every > 1:
+                _fill_between(lm, found, np.asarray(looked))
             out.append(FaceTrack(_smooth_landmarks(lm, found, smooth), found, size))
         return out if all_faces else out[0]
+
+
+def _fill_between(landmarks: np.ndarray, found: np.ndarray, looked: np.ndarray) -> None:
+    """In place: each frame not ``looked`` at gets the linear interpolation of the looked-at frames around it,
+    where both have the face."""
+    for a, b in itertools.pairwise(looked):
+        if b - a > 1 and found[a] and found[b]:
+            t = (np.arange(a + 1, b, dtype=np.float32) - a)[:, None, None] / (b - a)
+            landmarks[a + 1:b] = (1 - t) * landmarks[a] + t * landmarks[b]
+            found[a + 1:b] = True
 
 
 _CROP_SIZE = 256  # side in pixels of the square crop the mesh sees around a small face
@@ -494,15 +524,15 @@ def face_in_image(image: np.ndarray, all_faces: bool = False):
 
 
 def track_video(path, end: float | None = None, all_faces: bool = False, progress=None,
-                size: tuple[int, int] | None = None):
-    """Decode ``path`` (streaming, frames resized to ``size = (w, h)`` if given) and track its face(s):
-    returns (FaceTrack or list, fps)."""
+                size: tuple[int, int] | None = None, every: int = 1):
+    """Decode ``path`` (streaming, frames resized to ``size = (w, h)`` if given) and track its face(s), the
+    mesh on every ``every``-th frame (:meth:`FaceTracker.track`): returns (FaceTrack or list, fps)."""
     from media.io import iter_video_frames, probe
 
     fps = probe(path).fps
     with FaceTracker() as tracker:
         frames = (frame for _, _, frame in iter_video_frames(path, end=end, size=size))
-        return tracker.track(frames, all_faces=all_faces, progress=progress), fps
+        return tracker.track(frames, all_faces=all_faces, progress=progress, every=every), fps
 
 
 def crop_video(path, track: FaceTrack, kind: str = "lower", size: tuple[int, int] | None = None,

@@ -393,8 +393,9 @@ class SyncInputs:
         return np.nan_to_num((self.lips - mean) / 0.03).astype(np.float32)
 
 
-def prepare_clip(video_path, audio=None, progress=None) -> SyncInputs:
-    """Decode a clip, track its largest face, cut the crops and compute the audio features.
+def prepare_clip(video_path, audio=None, progress=None, track_every: int = 1) -> SyncInputs:
+    """Decode a clip, track its largest face (the mesh on every ``track_every``-th frame, the rest interpolated:
+    :meth:`media.face.FaceTracker.track`), cut the crops and compute the audio features.
 
     ``audio``: None to use the video's own track, a path (e.g. a side-car .wav whose sample 0 is
     the first video frame), or a float32 16 kHz array. ``progress(fraction)`` is called while
@@ -411,7 +412,7 @@ def prepare_clip(video_path, audio=None, progress=None) -> SyncInputs:
         wave = read_audio(audio or video_path, sr=SAMPLE_RATE)
     else:
         wave = np.asarray(audio, dtype=np.float32)
-    track, fps = track_video(video_path,
+    track, fps = track_video(video_path, every=track_every,
                              progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
     if not track.found.any():
         raise NoFaceError("no face was found in the video")

@@ -58,6 +58,9 @@ MAX_SHIFT_SECONDS = MAX_SHIFT / SYNC_VIDEO_FPS  # the same +/-0.6 s at any frame
 # Below this confidence the minimum of the curve is not trusted (no fix is written). Measured with the
 # bundled model: 16 of 18 real held-out clips score above it, 5 of 18 faces given another clip's audio do.
 MIN_CONFIDENCE = 0.05
+# The face mesh looks at every TRACK_EVERY-th frame; the crops' boxes between are interpolated (the lips are
+# cut from every frame). Chosen by its cost in offset accuracy: benchmarks/results/offset_recovery*.json.
+TRACK_EVERY = 1
 
 
 class SyncCheckError(AVStudioError):
@@ -174,7 +177,8 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
 
     with timed(timings, "face_tracking"):
         try:
-            x = prepare_clip(video, audio=audio, progress=lambda f: say(0.05 + 0.75 * f, "tracking the face"))
+            x = prepare_clip(video, audio=audio, progress=lambda f: say(0.05 + 0.75 * f, "tracking the face"),
+                             track_every=TRACK_EVERY)
         except NoFaceError as err:
             raise SyncCheckError(f"no face found in '{video.name}': the Sync check needs a visible face") from err
     # 3. the offset search

@@ -67,6 +67,23 @@ def test_tracking_a_real_clip_with_a_missing_face(media):
     assert np.nanmax(opening) - np.nanmin(opening) > 0.05
 
 
+def test_tracking_every_other_frame_interpolates_between(media):
+    frames, _ = read_video(media / "talking_video" / "pcavs_Input_00010.mp4", max_frames=41)
+    frames = frames.copy()
+    frames[30] = 0  # no face: frames 29 and 31, between it and its looked-at neighbours, stay without one
+    with FaceTracker() as tracker:
+        every = tracker.track(frames)
+    with FaceTracker() as tracker:
+        half = tracker.track(frames, every=2)
+    assert len(half) == 41 and list(half.found) == [i not in (29, 30, 31) for i in range(41)]
+    assert not every.found[30] and every.found.sum() == 40
+    # the boxes follow the per-frame ones: within 2 % of the face's height on every frame
+    height = np.nanmax(every.boxes[:, 3] - every.boxes[:, 1])
+    both = half.found & every.found
+    assert np.abs(half.boxes[both] - every.boxes[both]).max() < 0.02 * height
+    assert np.abs(half.boxes[1] - every.boxes[1]).max() > 0  # frame 1 was interpolated, not looked at
+
+
 def test_largest_face_by_default_all_on_request(media):
     big = load(media / "faces" / "fr_obama.jpg", 480)
     small = load(media / "faces" / "st_happy.png", 110)
