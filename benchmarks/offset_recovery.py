@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for clip in tqdm(clips, desc="clips", unit="clip"):
             x = prepare_clip(clip, track_every=args.track_every)  # face tracking once: the picture is the same in every shifted copy
+            # the baseline reads the lips' opening on every frame: never from landmarks interpolated between frames
+            opening = x.mouth_opening if args.track_every == 1 else prepare_clip(clip).mouth_opening
             video_emb = {name: embed_video_windows(model, x.gray, x.found, x.fps) for name, model in models.items()}
             original = read_audio(clip, sr=SAMPLE_RATE)
             for shift in args.shifts:
@@ -84,7 +86,7 @@ def main(argv=None) -> int:
                     case[name] = sync_score(model, x.gray, x.found, mel, x.fps,
                                             video_embeddings=video_emb[name])["offset_frames"]
                 try:
-                    case["baseline"] = baseline_offset(x.mouth_opening, audio, x.fps)
+                    case["baseline"] = baseline_offset(opening, audio, x.fps)
                 except SyncCheckError:  # too few face frames for the baseline's search: a miss
                     case["baseline"] = None
                 for n in names:

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from benchmarks.lipsync import measure
-from media.io import iter_video_frames, probe, read_audio, write_video
+from media.io import iter_video_frames, mux_audio, probe, read_audio, write_video
 from models.provenance import save_results, subfolders
 from pipelines import lipsync as ls
 from pipelines.common import settings
@@ -237,16 +237,14 @@ def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
 TARGET_SYNC_CHECK_RTF = {"720": 0.1}
 
 
-def sync_check_speed(media: Path, clip: Path, folder: Path, model, repeat: int) -> dict:
-    """The sync check (in process, the model loaded; the fastest of ``repeat``) on ``clip`` with the original
-    clip's own speech (in sync), its parts as the pipeline times them; beside decoding the clip alone (every
-    frame to RGB, nothing else), the least any check of every frame must do."""
+def sync_check_speed(video: Path, model, repeat: int) -> dict:
+    """The sync check (in process, the model loaded; the fastest of ``repeat``) on ``video`` (a scaled clip
+    with the original clip's own speech, in sync), its parts as the pipeline times them; beside decoding the
+    clip alone (every frame to RGB, nothing else), the least any check of every frame must do."""
     import time
 
-    from media.io import mux_audio
     from pipelines import sync_check as sc
 
-    video = mux_audio(clip, folder / f"{clip.stem}_speech.mp4", media / CLIP)
     runs, decode = [], []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -259,6 +257,41 @@ def sync_check_speed(media: Path, clip: Path, folder: Path, model, repeat: int) 
     return {"offset_frames": result.offset_frames, "confidence": result.confidence, "seconds": result.duration_s,
             "parts_s": best, "real_time_factor": best["total"] / result.duration_s, "plain_decode_s": min(decode),
             "x_plain_decode": best["total"] / min(decode)}
+
+
+HEADLINE_SIZE = "720"  # the README's headline speeds: each pipeline on 720p input
+HEADLINE_PHOTO_SIDE = 1280  # music to face: the photo scaled to a 720p frame's long side
+
+
+def headline(media: Path, video: Path, folder: Path, repeat: int) -> dict:
+    """The pipelines not timed above, on 720p input, in process with their models loaded, the fastest of
+    ``repeat``: soundtrack (the hum of the start-up test fitted to ``video``), BGM fit (``video``'s speech,
+    the mix written as a video) and music to face (:data:`PHOTO` scaled to :data:`HEADLINE_PHOTO_SIDE` pixels,
+    with :data:`MUSIC` as long as ``video``). Each: the pipeline's timings and its real-time factor."""
+    from benchmarks.music_face import measure as measure_music_face
+    from models.audio_encoder import SAMPLE_RATE as MUSIC_SR
+    from pipelines import bgm_fit as bf
+    from pipelines import music_face as mf
+    from pipelines import soundtrack as st
+    from pipelines.common import read_photo
+
+    hum = media / STARTUP["soundtrack"][2]
+    runs = {"soundtrack": lambda: st.soundtrack(hum, video, out_path=folder / "st.mp4", model=st.load_model()),
+            "bgm_fit": lambda: bf.fit_bgm(video, out_path=folder / "bgm.mp4", model=bf.load_model())}
+    out = {}
+    for name, run in runs.items():
+        results = [run() for _ in range(repeat)]
+        best = min(results, key=lambda r: r.timings["total"])
+        out[name] = {"parts_s": best.timings, "seconds": best.duration_s,
+                     "real_time_factor": best.timings["total"] / best.duration_s}
+    photo = folder / "photo_1280.png"
+    image = read_photo(media / PHOTO, mf.MusicFaceError, HEADLINE_PHOTO_SIDE)
+    cv2.imwrite(str(photo), image[..., ::-1])
+    audio = read_audio(media / MUSIC, sr=MUSIC_SR, end=probe(video).duration)
+    out["music_face"] = measure_music_face(photo, audio, mf.load_model(), repeat, "smile")
+    for name, r in out.items():
+        print(f"720p {name}: RTF {r['real_time_factor']:.2f}", file=sys.stderr, flush=True)
+    return out
 
 
 # peak memory: each command on a 1080p talking clip (a 60 s talking head scaled as above, with its own speech),
@@ -286,7 +319,7 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
     """Each command's peak resident memory on 1920 x 1080 input of each of ``lengths`` seconds (the photo for
     music to face: :data:`PHOTO`, 1920 x 1280), beside a plain decode + re-encode of the same clip in a new
     process."""
-    from media.io import mux_audio, write_audio
+    from media.io import write_audio
 
     py = [sys.executable]
     out: dict = {}
@@ -314,7 +347,7 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
     return {"clip": MEMORY_CLIP, "size": list(SIZES["1080"]), "music": MEMORY_MUSIC, "by_length": out}
 
 
-PARTS = ("startup", "lipsync", "encoder", "sync_check", "music_face", "warp", "memory")
+PARTS = ("startup", "lipsync", "encoder", "sync_check", "headline", "music_face", "warp", "memory")
 
 
 def main(argv=None) -> int:
@@ -338,8 +371,9 @@ def main(argv=None) -> int:
             results["startup"] = startup(media, tmp)
         lipsync_model = ls.load_model(where.lipsync) if "lipsync" in parts else None
         sync_model = sc.load_model(where.sync_check) if "sync_check" in parts else None
-        for name in args.sizes if parts & {"lipsync", "encoder", "sync_check"} else []:
+        for name in args.sizes if parts & {"lipsync", "encoder", "sync_check", "headline"} else []:
             clip = scaled_clip(media / CLIP, tmp / f"clip_{name}.mp4", SIZES[name], args.seconds)
+            with_speech = mux_audio(clip, tmp / f"clip_{name}_speech.mp4", media / CLIP)  # its own speech
             if "encoder" in parts:
                 results.setdefault("encoder", {})[name] = encoder_settings(clip, tmp)
             if "lipsync" in parts:
@@ -354,7 +388,7 @@ def main(argv=None) -> int:
                       f"(RTF {r['real_time_factor']['total']:.2f}, {r['x_plain_transcode']['total']:.2f} x the "
                       f"{r['plain_transcode_s']:.1f} s transcode)", file=sys.stderr, flush=True)
             if "sync_check" in parts:
-                r = sync_check_speed(media, clip, tmp, sync_model, args.repeat)
+                r = sync_check_speed(with_speech, sync_model, args.repeat)
                 if name in TARGET_SYNC_CHECK_RTF:
                     r["target_rtf"] = TARGET_SYNC_CHECK_RTF[name]
                     r["meets_rtf"] = r["real_time_factor"] <= TARGET_SYNC_CHECK_RTF[name]
@@ -362,6 +396,8 @@ def main(argv=None) -> int:
                 print(f"sync check {name}: {r['parts_s']['total']:.1f} s for {r['seconds']:.1f} s (RTF "
                       f"{r['real_time_factor']:.2f}; decoding alone {r['plain_decode_s']:.1f} s)",
                       file=sys.stderr, flush=True)
+            if "headline" in parts and name == HEADLINE_SIZE:
+                results["headline"] = headline(media, with_speech, tmp, args.repeat)
         if parts & {"music_face", "warp"}:
             face_model = mf.load_model(where.music_face)
             if "music_face" in parts:

@@ -59,8 +59,9 @@ MAX_SHIFT_SECONDS = MAX_SHIFT / SYNC_VIDEO_FPS  # the same +/-0.6 s at any frame
 # bundled model: 16 of 18 real held-out clips score above it, 5 of 18 faces given another clip's audio do.
 MIN_CONFIDENCE = 0.05
 # The face mesh looks at every TRACK_EVERY-th frame; the crops' boxes between are interpolated (the lips are
-# cut from every frame). Chosen by its cost in offset accuracy: benchmarks/results/offset_recovery*.json.
-TRACK_EVERY = 1
+# cut from every frame). On 70 held-out cases the offsets found are as good as with every frame
+# (benchmarks/results/offset_recovery.json against offset_recovery_track_every_1.json; docs/performance.md).
+TRACK_EVERY = 2
 
 
 class SyncCheckError(AVStudioError):
@@ -178,7 +179,7 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     with timed(timings, "face_tracking"):
         try:
             x = prepare_clip(video, audio=audio, progress=lambda f: say(0.05 + 0.75 * f, "tracking the face"),
-                             track_every=TRACK_EVERY)
+                             track_every=1 if with_baseline else TRACK_EVERY)  # the baseline reads every frame
         except NoFaceError as err:
             raise SyncCheckError(f"no face found in '{video.name}': the Sync check needs a visible face") from err
     # 3. the offset search
