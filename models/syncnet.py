@@ -224,11 +224,12 @@ CARD_EVALUATION = [
 
 # The independent judge's figures (models/weights/syncnet_judge): the same benchmark, its own keys.
 JUDGE_DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "syncnet_judge"
+# Its offsets come from faces tracked on every frame, as the lip-sync evaluation runs it (prepare_clip's default).
 JUDGE_CARD_EVALUATION = [
     {"measure": "offset found within +/-1 frame, 70 held-out cases (14 PC-AVS clips x 5 shifts)",
-     "results": "offset_recovery.json", "key": "accuracy_within_1_frame.judge", "target": ">= 0.75"},
+     "results": "offset_recovery_track_every_1.json", "key": "accuracy_within_1_frame.judge", "target": ">= 0.75"},
     {"measure": "shift recovered within +/-1 frame (relative to the clip's unshifted reading)",
-     "results": "offset_recovery.json", "key": "shift_recovery_within_1_frame.judge"},
+     "results": "offset_recovery_track_every_1.json", "key": "shift_recovery_within_1_frame.judge"},
     {"measure": "held-out pair accuracy (synced vs shifted pairs)", "results": "syncnet_judge_training_report.json",
      "key": "evaluation.stage3.pair_accuracy"},
     {"measure": "lip-sync outputs (14 held-out faces, another speaker's audio): offset within +/-1 frame",
