@@ -303,16 +303,36 @@ TRANSCODE = ("import sys; from media.io import iter_video_frames, probe, write_v
              "write_video(sys.argv[2], (f for _, _, f in iter_video_frames(sys.argv[1])), probe(sys.argv[1]).fps)")
 
 
-def _peak_mb(cmd: list[str]) -> float:
-    """Peak resident memory (MB) of ``cmd`` run to the end in a new process (``os.wait4``'s ``ru_maxrss``)."""
+# Runs ``python -m MODULE ARGS`` (or ``-c CODE ARGS``) and writes its peak resident memory (kB) to a file as it
+# exits. The peak is the kernel's high-water mark of the process's own memory (VmHWM): os.wait4's ru_maxrss
+# also counts the memory of the parent that forked it (the benchmark, holding frames), not just the command's.
+_PEAK = """import runpy, sys
+out, kind, what, *args = sys.argv[1:]
+sys.argv = [what, *args]
+try:
+    if kind == '-m':
+        runpy.run_module(what, run_name='__main__', alter_sys=True)
+    else:
+        exec(compile(what, '<string>', 'exec'), {'__name__': '__main__'})
+finally:
+    with open('/proc/self/status') as status:
+        peak = next(line for line in status if line.startswith('VmHWM:')).split()[1]
+    with open(out, 'w') as f:
+        f.write(peak)
+"""
+
+
+def _peak_mb(cmd: list[str], folder: Path) -> float:
+    """Peak resident memory (MB) of ``python -m MODULE ...`` or ``python -c CODE ...`` (``cmd`` without the
+    interpreter), run to the end in a new process."""
     import subprocess
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read()[-2000:]}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    out = folder / "peak_kb.txt"
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(out), *cmd], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {done.stderr[-2000:]}")
+    return int(out.read_text()) / 1024
 
 
 def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
@@ -321,7 +341,6 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
     process."""
     from media.io import write_audio
 
-    py = [sys.executable]
     out: dict = {}
     for seconds in lengths:
         key = f"{seconds:g}s"
@@ -331,18 +350,18 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
         write_audio(speech, read_audio(media / MEMORY_CLIP, sr=16000, end=seconds), 16000)
         write_audio(music, read_audio(media / MEMORY_MUSIC, sr=16000, end=seconds), 16000)
         commands = {
-            "plain_transcode": py + ["-c", TRANSCODE, str(video), str(folder / "copy.mp4")],
-            "lipsync": py + ["-m", "pipelines.lipsync", str(video), str(speech), "--out", str(folder / "ls.mp4")],
-            "sync_check": py + ["-m", "pipelines.sync_check", str(video), "--out", str(folder / "sc.mp4")],
-            "music_face": py + ["-m", "pipelines.music_face", str(media / PHOTO), str(music), "--out",
-                                str(folder / "mf.mp4")],
-            "soundtrack": py + ["-m", "pipelines.soundtrack", "--hum", str(media / STARTUP["soundtrack"][2]),
-                                "--video", str(video), "--out", str(folder / "st.mp4")],
-            "bgm_fit": py + ["-m", "pipelines.bgm_fit", "score", str(speech), "--mix", str(folder / "bgm.wav")],
+            "plain_transcode": ["-c", TRANSCODE, str(video), str(folder / "copy.mp4")],
+            "lipsync": ["-m", "pipelines.lipsync", str(video), str(speech), "--out", str(folder / "ls.mp4")],
+            "sync_check": ["-m", "pipelines.sync_check", str(video), "--out", str(folder / "sc.mp4")],
+            "music_face": ["-m", "pipelines.music_face", str(media / PHOTO), str(music), "--out",
+                           str(folder / "mf.mp4")],
+            "soundtrack": ["-m", "pipelines.soundtrack", "--hum", str(media / STARTUP["soundtrack"][2]),
+                           "--video", str(video), "--out", str(folder / "st.mp4")],
+            "bgm_fit": ["-m", "pipelines.bgm_fit", "score", str(speech), "--mix", str(folder / "bgm.wav")],
         }
         out[key] = {}
         for name, cmd in commands.items():
-            out[key][name] = {"peak_mb": _peak_mb(cmd)}
+            out[key][name] = {"peak_mb": _peak_mb(cmd, folder)}
             print(f"memory {key} {name}: {out[key][name]['peak_mb']:.0f} MB", file=sys.stderr, flush=True)
     return {"clip": MEMORY_CLIP, "size": list(SIZES["1080"]), "music": MEMORY_MUSIC, "by_length": out}
 
