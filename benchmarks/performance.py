@@ -39,7 +39,9 @@ TARGET_RTF = {"256": 0.25, "720": 0.5, "1080": 1.0}
 TARGET_X_TRANSCODE = {"1080": 2.0}
 SOURCE_CRF = 10  # the scaled clips are written near-losslessly, as a camera's high bit rate: a fair source for
 # comparing encoder settings (one written with the settings under test favours them)
-ENCODER_SETTINGS = [("veryfast", 20), ("superfast", 20), ("ultrafast", 20), ("ultrafast", 17)]
+# (preset, crf, x264 params): the presets as they come, and the writer's own (media.io.ENCODER_*)
+ENCODER_SETTINGS = [("veryfast", 20, ""), ("superfast", 20, ""), ("superfast", 20, "mbtree=1:rc-lookahead=10"),
+                    ("ultrafast", 20, ""), ("ultrafast", 17, "")]
 
 
 def scaled_clip(src: Path, out: Path, size: tuple[int, int], seconds: float) -> Path:
@@ -55,29 +57,29 @@ def scaled_clip(src: Path, out: Path, size: tuple[int, int], seconds: float) -> 
             pad = (w - h) // 2
             yield cv2.copyMakeBorder(frame, 0, 0, pad, w - h - pad, cv2.BORDER_REFLECT) if w > h else frame
 
-    write_video(out, frames(), info.fps, crf=SOURCE_CRF, preset="veryfast")
+    write_video(out, frames(), info.fps, crf=SOURCE_CRF, preset="veryfast", x264_params="")
     return out
 
 
 def encoder_settings(clip: Path, folder: Path, settings=ENCODER_SETTINGS) -> list[dict]:
-    """Each libx264 (preset, crf) on the frames of ``clip`` (decoded once, held): seconds to encode,
+    """Each libx264 (preset, crf, x264 params) on the frames of ``clip`` (decoded once, held): seconds to encode,
     megabits per second, and PSNR (dB) of every 5th frame decoded back against the frame that went in."""
     import time
 
     info = probe(clip)
     frames = [f for _, _, f in iter_video_frames(clip)]
     rows = []
-    for preset, crf in settings:
+    for preset, crf, params in settings:
         out = folder / f"enc_{preset}_{crf}.mp4"
         t = time.perf_counter()
-        write_video(out, frames, info.fps, crf=crf, preset=preset)
+        write_video(out, frames, info.fps, crf=crf, preset=preset, x264_params=params)
         seconds = time.perf_counter() - t
         back = [f for i, _, f in iter_video_frames(out) if i % 5 == 0]
         mse = np.mean([np.mean((a.astype(np.float32) - b) ** 2) for a, b in zip(frames[::5], back)])
-        rows.append({"preset": preset, "crf": crf, "encode_s": seconds,
+        rows.append({"preset": preset, "crf": crf, "x264_params": params, "encode_s": seconds,
                      "mbit_s": out.stat().st_size * 8 / 1e6 / (len(frames) / info.fps),
                      "psnr_db": float(10 * np.log10(255 ** 2 / mse))})
-        print(f"encoder {preset} crf {crf}: {seconds:.2f} s, {rows[-1]['mbit_s']:.1f} Mbit/s, "
+        print(f"encoder {preset} crf {crf} {params}: {seconds:.2f} s, {rows[-1]['mbit_s']:.1f} Mbit/s, "
               f"{rows[-1]['psnr_db']:.2f} dB", file=sys.stderr, flush=True)
     return rows
 

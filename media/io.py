@@ -624,10 +624,12 @@ class _AacTrack:
         self.out.mux(self.stream.encode(None))
 
 
-# libx264's settings for every video written (benchmarks/performance.py: encoder). At 1080p "ultrafast" encodes
-# 2.6 times as fast as "veryfast" for 0.3 dB less PSNR, but still areas flicker under it (a still textured clip
-# gains motion and a false visual beat; docs/performance.md), and pictures here keep what does not move.
-ENCODER_PRESET, ENCODER_CRF = "veryfast", 20
+# libx264's settings for every video written (benchmarks/performance.py: encoder; docs/performance.md). "superfast"
+# with veryfast's macroblock tree and 10-frame lookahead kept: 1.3-1.7 times as fast as "veryfast" for 0.1-0.2 dB
+# less PSNR. The tree and the lookahead are what keep still areas still: without them ("superfast", "ultrafast"
+# as they come) a still textured clip gains motion and a false visual beat, and a still background is
+# re-encoded on every frame.
+ENCODER_PRESET, ENCODER_CRF, ENCODER_PARAMS = "superfast", 20, "mbtree=1:rc-lookahead=10"
 
 
 def _rgb_frame(rgb: np.ndarray, index: int, shape: tuple[int, ...]) -> av.VideoFrame:
@@ -648,14 +650,15 @@ def _rgb_frame(rgb: np.ndarray, index: int, shape: tuple[int, ...]) -> av.VideoF
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float,
                 audio: np.ndarray | PathLike | None = None, sr: int = 16000,
-                crf: int = ENCODER_CRF, preset: str = ENCODER_PRESET) -> None:
+                crf: int = ENCODER_CRF, preset: str = ENCODER_PRESET, x264_params: str = ENCODER_PARAMS) -> None:
     """Encode RGB frames (and optionally a mono audio track) into an H.264/AAC MP4 file.
 
     ``frames`` is any iterable (a generator is fine) of ``H x W x 3`` uint8 arrays, all the
     size of the first; odd sizes are padded to even. ``fps`` may be fractional (29.97 is
     stored as 30000/1001). ``audio`` is a float32 mono array at ``sr`` Hz (or a media file to
     read at ``sr``); it starts with the first frame and is cut or padded with silence to the
-    video duration ``n_frames / fps``. ``crf`` and ``preset`` are libx264's quality and speed settings.
+    video duration ``n_frames / fps``. ``crf``, ``preset`` and ``x264_params`` (``key=value:...``, may be
+    empty) are libx264's quality and speed settings.
     """
     rate = _frame_rate(fps)
     signal = None if audio is None else _mono_signal(audio, sr)
@@ -668,7 +671,8 @@ def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float,
         raise MediaError(f"frames must be H x W x 3 RGB arrays, got shape {shape}")
     with _av_errors(path, "write"), _open_output(path) as out:
         video = out.add_stream("libx264", rate=rate,
-                               options={"crf": str(crf), "preset": preset})
+                               options={"crf": str(crf), "preset": preset,
+                                        **({"x264-params": x264_params} if x264_params else {})})
         video.width, video.height = shape[1] + shape[1] % 2, shape[0] + shape[0] % 2
         video.pix_fmt = "yuv420p"
         ctx = video.codec_context
