@@ -625,7 +625,7 @@ class _AacTrack:
 
 
 # libx264's settings for every video written (benchmarks/performance.py: encoder; docs/performance.md). "superfast"
-# with veryfast's macroblock tree and 10-frame lookahead kept: 1.3-1.7 times as fast as "veryfast" for 0.1-0.2 dB
+# with veryfast's macroblock tree and 10-frame lookahead kept: 1.4-1.9 times as fast as "veryfast" for 0.02-0.08 dB
 # less PSNR. The tree and the lookahead are what keep still areas still: without them ("superfast", "ultrafast"
 # as they come) a still textured clip gains motion and a false visual beat, and a still background is
 # re-encoded on every frame.
