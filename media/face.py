@@ -332,6 +332,8 @@ class FaceTracker:
         between are interpolated linearly from the two looked-at frames around them, where both have the
         face. That suits what moves a box (the head), not what changes within a frame (the lips).
         """
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
         per_frame: list[list[np.ndarray]] = []
         looked: list[int] = []  # the frames the mesh looked at
         size = (0, 0)

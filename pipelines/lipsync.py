@@ -116,7 +116,8 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
     model = load_pretrained(LipSyncNet, str(dir_or_repo or settings().lipsync), "lip-sync model")
     # channels-last weights (and inputs: LipSyncNet.generate): 40 % less network time on this CPU, the same
-    # output to 1e-6 (docs/performance.md). Once per process: the cached model is converted in place.
+    # output to 1e-6 (docs/performance.md). The cached model is converted in place on the first call; later
+    # calls find its tensors laid out so already (no copy).
     return model.to(memory_format=torch.channels_last)
 
 
