@@ -18,18 +18,36 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from benchmarks.lipsync import measure
-from media.io import iter_video_frames, mux_audio, probe, read_audio, write_video
+from benchmarks.music_face import measure as measure_music_face
+from media.features import SAMPLE_RATE
+from media.io import (
+    iter_video_frames,
+    mux_audio,
+    probe,
+    read_audio,
+    write_audio,
+    write_video,
+)
+from media.warp import MeshWarp
 from models.provenance import save_results, subfolders
+from pipelines import bgm_fit as bf
 from pipelines import lipsync as ls
-from pipelines.common import settings
+from pipelines import music_face as mf
+from pipelines import soundtrack as st
+from pipelines import sync_check as sc
+from pipelines.common import read_photo, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = "talking_video/edtalk_uncrop_Obama.mp4"
@@ -61,15 +79,14 @@ def scaled_clip(src: Path, out: Path, size: tuple[int, int], seconds: float) -> 
     return out
 
 
-def encoder_settings(clip: Path, folder: Path, settings=ENCODER_SETTINGS) -> list[dict]:
+def encoder_settings(clip: Path, folder: Path, choices=ENCODER_SETTINGS) -> list[dict]:
     """Each libx264 (preset, crf, x264 params) on the frames of ``clip`` (decoded once, held): seconds to encode,
     megabits per second, and PSNR (dB) of every 5th frame decoded back against the frame that went in."""
-    import time
 
     info = probe(clip)
     frames = [f for _, _, f in iter_video_frames(clip)]
     rows = []
-    for preset, crf, params in settings:
+    for preset, crf, params in choices:
         out = folder / f"enc_{preset}_{crf}.mp4"
         t = time.perf_counter()
         write_video(out, frames, info.fps, crf=crf, preset=preset, x264_params=params)
@@ -102,10 +119,8 @@ WARP_CONVERGED = (1, 30)
 def music_face_speed(media: Path, model, seconds: float, repeat: int) -> dict:
     """Music to face on :data:`PHOTO` with ``seconds`` of :data:`MUSIC`, for each of :data:`EXPRESSIONS`
     (``benchmarks.music_face.measure``: the fastest of ``repeat``, beside the still photo encoded)."""
-    from benchmarks.music_face import measure as measure_music_face
-    from models.audio_encoder import SAMPLE_RATE as MUSIC_SR
 
-    audio = read_audio(media / MUSIC, sr=MUSIC_SR, end=seconds)
+    audio = read_audio(media / MUSIC, sr=SAMPLE_RATE, end=seconds)
     out = {}
     for expression in EXPRESSIONS:
         r = measure_music_face(media / PHOTO, audio, model, repeat, expression)
@@ -122,11 +137,7 @@ def warp_accuracy(media: Path, model) -> list[dict]:
     """Each of :data:`WARP_SETTINGS` against the inverse map solved to convergence at every pixel
     (:data:`WARP_CONVERGED`), per photo, expression and weight: PSNR (dB) and the largest difference (grey
     levels) over the pixels either changes, and milliseconds per frame (the fastest of 5)."""
-    import time
 
-    from media.warp import MeshWarp
-    from pipelines import music_face as mf
-    from pipelines.common import read_photo
 
     rows = []
     for photo in WARP_PHOTOS:
@@ -172,10 +183,6 @@ TARGET_STARTUP_S = 2.0
 def app_serves_s(folder: Path, root: Path = ROOT, timeout: float = 180.0) -> float:
     """Seconds from starting ``python app.py`` (in ``root``; its label store under ``folder``) to the first
     page it serves."""
-    import socket
-    import subprocess
-    import time
-    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,8 +213,6 @@ def startup(media: Path, folder: Path, repeat: int = 3) -> dict:
     line on stderr, the fastest of ``repeat``; the interpreter's own start (a line written at once); and the
     app's time to its first page (:func:`app_serves_s`, the fastest of ``repeat``).
     Inputs are read from ``media``; outputs, were any written, go to ``folder``."""
-    import subprocess
-    import time
 
     def first_line(cmd: list[str]) -> float:
         t = time.perf_counter()
@@ -243,9 +248,7 @@ def sync_check_speed(video: Path, model, repeat: int) -> dict:
     """The sync check (in process, the model loaded; the fastest of ``repeat``) on ``video`` (a scaled clip
     with the original clip's own speech, in sync), its parts as the pipeline times them; beside decoding the
     clip alone (every frame to RGB, nothing else), the least any check of every frame must do."""
-    import time
 
-    from pipelines import sync_check as sc
 
     runs, decode = [], []
     for _ in range(repeat):
@@ -270,12 +273,6 @@ def headline(media: Path, video: Path, folder: Path, repeat: int) -> dict:
     ``repeat``: soundtrack (the hum of the start-up test fitted to ``video``), BGM fit (``video``'s speech,
     the mix written as a video) and music to face (:data:`PHOTO` scaled to :data:`HEADLINE_PHOTO_SIDE` pixels,
     with :data:`MUSIC` as long as ``video``). Each: the pipeline's timings and its real-time factor."""
-    from benchmarks.music_face import measure as measure_music_face
-    from models.audio_encoder import SAMPLE_RATE as MUSIC_SR
-    from pipelines import bgm_fit as bf
-    from pipelines import music_face as mf
-    from pipelines import soundtrack as st
-    from pipelines.common import read_photo
 
     hum = media / STARTUP["soundtrack"][2]
     runs = {"soundtrack": lambda: st.soundtrack(hum, video, out_path=folder / "st.mp4", model=st.load_model()),
@@ -289,7 +286,7 @@ def headline(media: Path, video: Path, folder: Path, repeat: int) -> dict:
     photo = folder / "photo_1280.png"
     image = read_photo(media / PHOTO, mf.MusicFaceError, HEADLINE_PHOTO_SIDE)
     cv2.imwrite(str(photo), image[..., ::-1])
-    audio = read_audio(media / MUSIC, sr=MUSIC_SR, end=probe(video).duration)
+    audio = read_audio(media / MUSIC, sr=SAMPLE_RATE, end=probe(video).duration)
     out["music_face"] = measure_music_face(photo, audio, mf.load_model(), repeat, "smile")
     for name, r in out.items():
         print(f"720p {name}: RTF {r['real_time_factor']:.2f}", file=sys.stderr, flush=True)
@@ -327,7 +324,6 @@ finally:
 def _peak_mb(cmd: list[str], folder: Path) -> float:
     """Peak resident memory (MB) of ``python -m MODULE ...`` or ``python -c CODE ...`` (``cmd`` without the
     interpreter), run to the end in a new process."""
-    import subprocess
 
     out = folder / "peak_kb.txt"
     done = subprocess.run([sys.executable, "-c", _PEAK, str(out), *cmd], cwd=ROOT, capture_output=True, text=True,
@@ -341,7 +337,6 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
     """Each command's peak resident memory on 1920 x 1080 input of each of ``lengths`` seconds (the photo for
     music to face: :data:`PHOTO`, 1920 x 1280), beside a plain decode + re-encode of the same clip in a new
     process."""
-    from media.io import write_audio
 
     out: dict = {}
     for seconds in lengths:
@@ -349,8 +344,8 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
         clip = scaled_clip(media / MEMORY_CLIP, folder / f"mem_{key}_silent.mp4", SIZES["1080"], seconds)
         video = mux_audio(clip, folder / f"mem_{key}.mp4", media / MEMORY_CLIP)
         speech, music = folder / f"speech_{key}.wav", folder / f"music_{key}.wav"
-        write_audio(speech, read_audio(media / MEMORY_CLIP, sr=16000, end=seconds), 16000)
-        write_audio(music, read_audio(media / MEMORY_MUSIC, sr=16000, end=seconds), 16000)
+        write_audio(speech, read_audio(media / MEMORY_CLIP, sr=SAMPLE_RATE, end=seconds), SAMPLE_RATE)
+        write_audio(music, read_audio(media / MEMORY_MUSIC, sr=SAMPLE_RATE, end=seconds), SAMPLE_RATE)
         commands = {
             "plain_transcode": ["-c", TRANSCODE, str(video), str(folder / "copy.mp4")],
             "lipsync": ["-m", "pipelines.lipsync", str(video), str(speech), "--out", str(folder / "ls.mp4")],
@@ -383,8 +378,6 @@ def main(argv=None) -> int:
     parts = set(args.parts)
     where = settings()
     results: dict = {"clip": CLIP, "speech": SPEECH}
-    from pipelines import music_face as mf
-    from pipelines import sync_check as sc
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -43,6 +43,7 @@ from pipelines.common import (
     check_files,
     cli_model,
     load_pretrained,
+    loaded,
     run_cli,
     settings,
     timed,
@@ -481,9 +482,7 @@ def fit_bgm(speech: str | Path, *, out_path: str | Path | None = None, model=Non
         raise BGMFitError(f"write the mix as .wav (or .mp4 for a video), got '{Path(out_path).name}'")
     if not 1 <= int(top) <= 50:
         raise BGMFitError("top must be between 1 and 50")
-    if model is None:
-        say(0.0, "loading the model")
-        model = load_model()
+    model = loaded(model, load_model, say)
     say(0.0, "loading the library")
     with timed(timings, "library"):
         lib = load_library(library, model)

@@ -38,7 +38,7 @@ from media.errors import AVStudioError
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
            "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_photo", "scaled_note",
            "read_audio_within",
-           "load_pretrained", "timed", "run_cli", "cli_model"]
+           "load_pretrained", "timed", "run_cli", "cli_model", "loaded"]
 
 Progress = Callable[[float, str], None]
 MODELS = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -323,14 +323,19 @@ class CliProgress:
             self.bar.close()
 
 
+def loaded(model, load: Callable, progress: Progress):
+    """``model``, or, when it is None, ``load()`` after a "loading the model" step: every pipeline's first words
+    when it loads its own model (torch is imported then, not before)."""
+    if model is None:
+        progress(0.0, "loading the model")
+        model = load()
+    return model
+
+
 def cli_model(args: argparse.Namespace, progress: Progress, load: Callable):
-    """The model a command's ``--model`` names, loaded after a "loading the model" line; None without one, so
-    that the pipeline loads its bundled model after its own first progress line (a CLI speaks before torch
-    is imported)."""
-    if not args.model:
-        return None
-    progress(0.0, "loading the model")
-    return load(args.model)
+    """The model a command's ``--model`` names (:func:`loaded`); None without one, so that the pipeline loads
+    its bundled model after its own first progress line (a CLI speaks before torch is imported)."""
+    return loaded(None, lambda: load(args.model), progress) if args.model else None
 
 
 def run_cli(argv, *, name: str, description: str, add_arguments: Callable[[argparse.ArgumentParser], None],

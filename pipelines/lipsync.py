@@ -58,6 +58,7 @@ from pipelines.common import (
     check_files,
     cli_model,
     load_pretrained,
+    loaded,
     prepare_out_path,
     read_audio_within,
     read_photo,
@@ -225,9 +226,7 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
     # 1. check the request and read the speech (16 kHz for the features, 48 kHz for the output)
     check_files((face, audio), LipSyncError)
     out_path = prepare_out_path(out_path, LipSyncError)
-    if model is None:
-        say(0.0, "loading the model")
-        model = load_model()
+    model = loaded(model, load_model, say)
     notes: list[str] = []
     say(0.0, "reading the speech")
     speech = read_audio_within(audio, SAMPLE_RATE, resolve_max_seconds(max_seconds), LipSyncError, "speech")

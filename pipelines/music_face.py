@@ -41,6 +41,7 @@ from pipelines.common import (
     check_files,
     cli_model,
     load_pretrained,
+    loaded,
     prepare_out_path,
     read_audio_within,
     read_photo,
@@ -166,9 +167,7 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
         raise MusicFaceError(f"fps must be between 1 and 60, got {fps:g}")
     mix = parse_expression(expression, strength)
     out_path = prepare_out_path(out_path, MusicFaceError)
-    if model is None:
-        say(0.0, "loading the model")
-        model = load_model()
+    model = loaded(model, load_model, say)
     notes: list[str] = []
     # 2. the photo, scaled to at most AVSTUDIO_MAX_SIDE, and its largest face
     say(0.0, "reading the photo")

@@ -41,6 +41,7 @@ from pipelines.common import (
     check_files,
     cli_model,
     load_pretrained,
+    loaded,
     prepare_out_path,
     read_audio_within,
     run_cli,
@@ -196,9 +197,7 @@ def soundtrack(hum, video, *, out_path, audio_out=None, seed: int | None = None,
     limit = float(max_seconds) if max_seconds is not None else settings().soundtrack_max_seconds
     if not limit > 0:
         raise SoundtrackError(f"max_seconds must be positive, got {max_seconds!r}")
-    if model is None:
-        say(0.0, "loading the model")
-        model = load_model()
+    model = loaded(model, load_model, say)
     notes: list[str] = []
     # 1. the video: its length, then its events
     say(0.0, "reading the video")

@@ -42,6 +42,7 @@ from pipelines.common import (
     check_files,
     cli_model,
     load_pretrained,
+    loaded,
     prepare_out_path,
     resolve_max_seconds,
     run_cli,
@@ -166,9 +167,7 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     t_start = time.perf_counter()
     video = Path(video)
     out = None if out_path is None else prepare_out_path(out_path, SyncCheckError)  # refused before any work
-    if model is None:
-        say(0.0, "loading the model")
-        model = load_model()
+    model = loaded(model, load_model, say)
     # 1. check the file: a picture, a sound track, not too long, not too short, not silent
     say(0.0, "reading the video")
     with timed(timings, "reading"):
