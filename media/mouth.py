@@ -70,6 +70,7 @@ A2[2, 2] = 24.0
 GRADIENT_SCALE = 2.0
 CHIN = 152
 MOUTH_KEYPOINTS = LIPS
+CROP_OVERSAMPLE = 2.0  # mouth_blur_crop blurs at most at this many times the crop's resolution
 
 
 def hsi(rgb: np.ndarray, modified: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -265,12 +266,15 @@ def source_box(to_dst: np.ndarray, size: tuple[int, int], shape: tuple[int, ...]
     return max(int(x0), 0), max(int(y0), 0), min(int(x1), shape[1]), min(int(y1), shape[0])
 
 
-def mouth_blur_crop(frame: np.ndarray, landmarks: np.ndarray, to_crop: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def mouth_blur_crop(frame: np.ndarray, landmarks: np.ndarray, to_crop: np.ndarray, size: tuple[int, int],
+                    oversample: float | None = CROP_OVERSAMPLE) -> np.ndarray:
     """The mouth-blur image of one face, cut with the 2x3 affine ``to_crop`` (e.g. media.face.crop_transform)
     to ``size`` (w, h).
 
     Only the part of the frame that the face's blur region and the crop cover is processed: the same crop as
-    blurring the whole frame (to one grey level), at a fraction of the cost for a face in a large frame."""
+    blurring the whole frame (to one grey level), at a fraction of the cost for a face in a large frame. A
+    face whose pixels are finer than ``oversample`` times the crop's is first shrunk to that resolution
+    (pixel averaging) and blurred there: the crop keeps no finer detail (None: blur at the frame's own)."""
     region = face_region(landmarks)
     boxes = [source_box(region.to_patch, region.size, frame.shape, 2), source_box(to_crop, size, frame.shape, 2)]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
@@ -282,6 +286,16 @@ def mouth_blur_crop(frame: np.ndarray, landmarks: np.ndarray, to_crop: np.ndarra
     m = np.array(to_crop, dtype=np.float64)
     m[:, 2] += m[:, :2] @ (x0, y0)
     part = frame[y0:y1, x0:x1]
+    shrink = None if oversample is None else oversample * np.sqrt(abs(np.linalg.det(m[:, :2])))
+    if shrink is not None and shrink < 1.0:
+        w, h = max(1, round((x1 - x0) * shrink)), max(1, round((y1 - y0) * shrink))
+        part = cv2.resize(part, (w, h), interpolation=cv2.INTER_AREA)
+        fx, fy = w / (x1 - x0), h / (y1 - y0)  # pixel centres: u + 0.5 = (x + 0.5) * fx
+        shifted[:, 0] = (shifted[:, 0] + 0.5) * fx - 0.5
+        shifted[:, 1] = (shifted[:, 1] + 0.5) * fy - 0.5
+        shifted[:, 2] *= fx
+        m[:, 2] += m[:, :2] @ (0.5 / fx - 0.5, 0.5 / fy - 0.5)
+        m[:, :2] = m[:, :2] @ np.diag((1 / fx, 1 / fy))
     return cv2.warpAffine(mouth_blur(part, [shifted]), m, size, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 

@@ -351,20 +351,22 @@ def keypoint_map(points: np.ndarray, size: tuple[int, int], sigma: float = 1.5) 
     """(K, 2) keypoints in crop pixels -> (h, w) float32 heat map in [0, 1] (max of Gaussians, each evaluated
     within 5.5 sigma of its point, where it has fallen below 1e-6)."""
     w, h = size
-    out = np.zeros((h, w), np.float32)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) == 0:
+        return np.zeros((h, w), np.float32)
     r = int(np.ceil(5.5 * sigma))
-    for x, y in np.asarray(points, dtype=np.float64):
-        if not (np.isfinite(x) and np.isfinite(y)):
-            continue
-        x0, x1 = max(0, int(np.floor(x)) - r), min(w, int(np.floor(x)) + r + 2)
-        y0, y1 = max(0, int(np.floor(y)) - r), min(h, int(np.floor(y)) + r + 2)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
-        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
-        g = np.exp(-((xs - np.float32(x)) ** 2 + (ys - np.float32(y)) ** 2) / np.float32(2 * sigma ** 2))
-        np.maximum(out[y0:y1, x0:x1], g, out=out[y0:y1, x0:x1])
-    return out
+
+    def profile(centres: np.ndarray, n: int) -> np.ndarray:
+        """(K, n): each point's 1-D Gaussian along one axis, zero outside its window floor(c) - r .. floor(c) + r + 1."""
+        grid = np.arange(n, dtype=np.float32)[None, :]
+        g = np.exp(-(grid - centres.astype(np.float32)[:, None]) ** 2 / np.float32(2 * sigma ** 2))
+        lo = np.floor(centres)[:, None] - r
+        g[(grid < lo) | (grid > lo + 2 * r + 1)] = 0.0
+        return g
+
+    # the 2-D Gaussian is the product of its two 1-D ones
+    return np.max(profile(pts[:, 1], h)[:, :, None] * profile(pts[:, 0], w)[:, None, :], axis=0)
 
 
 SILENCE_C0 = -894.4  # c0 of digital silence (log-mel at its -100 dB floor)

@@ -81,6 +81,20 @@ PASTE_FEATHER = 4.0
 BATCH = 8  # frames per network call: with channels-last weights 8 runs faster than 16 on this CPU
 
 
+def _native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX): where it does not, oneDNN emulates
+    it, slower than float32."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+# the generator runs in bfloat16 (torch.autocast) where the CPU has it: half the network time on the benchmark
+# CPU, output within 2 grey levels of float32 (docs/performance.md). False: always float32.
+NETWORK_BFLOAT16: bool | None = None  # None: decided on first use by _native_bfloat16()
+
+
 class LipSyncError(AVStudioError):
     """Input the lip-sync pipeline cannot use; the message is meant for the user."""
 
@@ -120,6 +134,14 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
     # output to 1e-6 (docs/performance.md). The cached model is converted in place on the first call; later
     # calls find its tensors laid out so already (no copy).
     return model.to(memory_format=torch.channels_last)
+
+
+def use_bfloat16() -> bool:
+    """NETWORK_BFLOAT16, decided on first use where it is None."""
+    global NETWORK_BFLOAT16
+    if NETWORK_BFLOAT16 is None:
+        NETWORK_BFLOAT16 = _native_bfloat16()
+    return NETWORK_BFLOAT16
 
 
 def is_photo(path) -> bool:
@@ -178,13 +200,21 @@ def _decode_range(path, first: int, last: int, fps: float, size: tuple[int, int]
 
 
 def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blend a generated crop into ``frame`` through ``mask`` (crop pixels), warping only the crop's box."""
-    from models.lipsync import CROP
-
-    x0, y0, x1, y1 = source_box(to_crop, CROP, frame.shape)
+    """Blend a generated crop into ``frame`` through ``mask`` (crop pixels), warping only the frame pixels under
+    the mask's nonzero box (the rest of the crop would be blended with weight 0)."""
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if len(xs) == 0:
+        return frame
+    # the box, 2 pixels wider so the bilinear warp of the mask fades to 0 within it, as it does on the whole crop
+    cx0, cy0 = max(int(xs[0]) - 2, 0), max(int(ys[0]) - 2, 0)
+    cx1, cy1 = min(int(xs[-1]) + 3, mask.shape[1]), min(int(ys[-1]) + 3, mask.shape[0])
+    to_box = np.array(to_crop, dtype=np.float64)
+    to_box[:, 2] -= (cx0, cy0)
+    crop, mask = crop[cy0:cy1, cx0:cx1], mask[cy0:cy1, cx0:cx1]
+    x0, y0, x1, y1 = source_box(to_box, (cx1 - cx0, cy1 - cy0), frame.shape)
     if x1 <= x0 or y1 <= y0:
         return frame
-    shift = cv2.invertAffineTransform(to_crop)
+    shift = cv2.invertAffineTransform(to_box)
     shift[:, 2] -= (x0, y0)
     size = (x1 - x0, y1 - y0)
     gen = cv2.warpAffine(crop, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
@@ -394,9 +424,10 @@ class MouthPainter:
         todo = [(item, k) for item, (_, k) in zip(inputs, batch) if item is not None]
         crops = []
         if todo:
-            with timed(self.timings, "network"), torch.no_grad():
+            with timed(self.timings, "network"), torch.no_grad(), \
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bfloat16()):
                 out = self.model.generate(torch.from_numpy(np.stack([item[1] for item, _ in todo])),
-                                          torch.from_numpy(self.windows[[k for _, k in todo]]))
+                                          torch.from_numpy(self.windows[[k for _, k in todo]])).float()
             crops = list((out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
         results = []
         with timed(self.timings, "preprocessing"):
