@@ -529,17 +529,17 @@ def track_video(path, end: float | None = None, all_faces: bool = False, progres
                 size: tuple[int, int] | None = None, every: int = 1):
     """Decode ``path`` (streaming, frames resized to ``size = (w, h)`` if given) and track its face(s), the
     mesh on every ``every``-th frame (:meth:`FaceTracker.track`): returns (FaceTrack or list, fps)."""
-    from media.io import iter_video_frames, probe
+    from media.io import iter_video_frames, prefetch, probe
 
     fps = probe(path).fps
-    with FaceTracker() as tracker:
-        frames = (frame for _, _, frame in iter_video_frames(path, end=end, size=size))
+    with FaceTracker() as tracker:  # decoding runs ahead in a second thread while the mesh looks
+        frames = prefetch(frame for _, _, frame in iter_video_frames(path, end=end, size=size))
         return tracker.track(frames, all_faces=all_faces, progress=progress, every=every), fps
 
 
 def crop_video(path, track: FaceTrack, kind: str = "lower", size: tuple[int, int] | None = None,
                end: float | None = None) -> np.ndarray:
     """Decode ``path`` again (streaming) and cut the aligned ``kind`` crops of ``track``."""
-    from media.io import iter_video_frames
+    from media.io import iter_video_frames, prefetch
 
-    return crop_faces((frame for _, _, frame in iter_video_frames(path, end=end)), track, kind, size)
+    return crop_faces(prefetch(frame for _, _, frame in iter_video_frames(path, end=end)), track, kind, size)

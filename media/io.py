@@ -39,7 +39,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -58,6 +61,7 @@ __all__ = [
     "iter_audio_chunks",
     "iter_video_frames",
     "mux_audio",
+    "prefetch",
     "probe",
     "read_audio",
     "read_video",
@@ -646,6 +650,60 @@ def _rgb_frame(rgb: np.ndarray, index: int, shape: tuple[int, ...]) -> av.VideoF
     # fast as the encoder's own conversion at 1080p (docs/performance.md)
     return av.VideoFrame.from_ndarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420),
                                       format="yuv420p")
+
+
+T = TypeVar("T")
+PREFETCH = 8  # items a prefetch() producer may run ahead: a few frames, not the video
+
+
+def prefetch(items: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
+    """``items``, produced ahead in a background thread, at most ``depth`` of them waiting.
+
+    Decoding, per-frame work and encoding release the GIL for most of their time, so chained prefetches
+    let them run side by side on several cores. An exception in the producer is raised here, after the
+    items produced before it. When the consumer stops early, the producer stops at its next item, and
+    ``items`` is closed in its thread (a decoder's file with it).
+    """
+    waiting: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as err:  # handed to the consumer, raised there
+            put((end, err))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = waiting.get()
+            if item is end:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: float,

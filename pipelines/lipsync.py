@@ -40,6 +40,7 @@ from media.io import (
     fit_within,
     fitted_size,
     iter_video_frames,
+    prefetch,
     probe,
     read_audio,
     write_video,
@@ -280,7 +281,9 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
     painter = MouthPainter(model, source, windows, order, timings)
     # 4. generate the mouth frame by frame, paste it, and encode with the speech
     try:
-        write_video(out_path, painter.paint(source.frames(order), say), source.fps, audio=speech_out, sr=OUTPUT_SR)
+        # three threads: decoding, the mouth (blur, network, paste) and encoding run side by side
+        frames = prefetch(painter.paint(prefetch(source.frames(order)), say))
+        write_video(out_path, frames, source.fps, audio=speech_out, sr=OUTPUT_SR)
     except MediaError as err:
         raise LipSyncError(f"the output could not be written: {err}") from err
     total = time.perf_counter() - t_start

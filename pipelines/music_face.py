@@ -32,7 +32,7 @@ import numpy as np
 
 from media.face import EXPRESSIONS, face_in_image, lip_gap
 from media.features import SAMPLE_RATE, is_silent
-from media.io import MediaError, read_audio, write_video
+from media.io import MediaError, prefetch, read_audio, write_video
 from media.warp import MeshWarp, inner_mouth_mask, mouth_interior
 from pipelines.common import (
     AVStudioError,
@@ -197,7 +197,8 @@ def music_face(face, audio, *, out_path, expression: str | dict[str, float] = "s
     with timed(timings, "frames_and_encoding"):
         try:
             sound = read_audio(audio, sr=OUTPUT_SR)
-            write_video(out_path, _counted(frames, n_frames, say), fps, audio=sound, sr=OUTPUT_SR)
+            # the frames are drawn in a second thread while the encoder works on the ones before
+            write_video(out_path, prefetch(_counted(frames, n_frames, say)), fps, audio=sound, sr=OUTPUT_SR)
         except MediaError as err:
             raise MusicFaceError(f"the video could not be written: {err}") from err
     timings["total"] = time.perf_counter() - t_start

@@ -14,6 +14,7 @@ from media.io import (
     iter_audio_chunks,
     iter_video_frames,
     mux_audio,
+    prefetch,
     probe,
     read_audio,
     read_video,
@@ -346,3 +347,62 @@ def test_rotated_video_is_read_upright(tmp_path):
     assert read_video(path, size=(16, 32))[0].shape == (3, 32, 16, 3)
     muxed = mux_audio(path, tmp_path / "muxed.mp4", np.zeros(SR, np.float32))
     np.testing.assert_array_equal(read_video(muxed)[0], frames)
+
+
+def test_prefetch_keeps_order_and_runs_ahead_at_most_depth():
+    import threading
+    import time
+
+    produced = []
+    main = threading.get_ident()
+
+    def items():
+        for i in range(20):
+            produced.append((i, threading.get_ident()))
+            yield i
+
+    it = prefetch(items(), depth=3)
+    assert next(it) == 0
+    time.sleep(0.3)  # the producer fills the queue, then waits
+    assert 3 <= len(produced) <= 5  # one taken, three waiting, one in hand
+    assert list(it) == list(range(1, 20))
+    assert all(tid != main for _, tid in produced)  # made in another thread
+
+
+def test_prefetch_raises_the_producers_error_after_the_items_before_it():
+    def items():
+        yield 1
+        yield 2
+        raise MediaError("broken frame")
+
+    got = []
+    with pytest.raises(MediaError, match="broken frame"):
+        for x in prefetch(items()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_prefetch_stopped_early_closes_its_source():
+    closed = []
+
+    def items():
+        try:
+            for i in range(1000):
+                yield i
+        finally:
+            closed.append(True)
+
+    it = prefetch(items(), depth=2)
+    assert next(it) == 0
+    it.close()  # the consumer gives up: the producer stops and closes the source in its own thread
+    assert closed == [True]
+
+
+def test_written_video_from_a_prefetched_decode_matches(tmp_path):
+    src = tmp_path / "src.mp4"
+    frames = [np.full((H, W, 3), 10 * i, np.uint8) for i in range(12)]
+    write_video(src, frames, 25)
+    direct = [f for _, _, f in iter_video_frames(src)]
+    ahead = list(prefetch(f for _, _, f in iter_video_frames(src)))
+    assert len(ahead) == len(direct) == 12
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, direct))
