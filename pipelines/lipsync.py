@@ -80,6 +80,10 @@ OUTPUT_SR = 48000  # the speech is written at this rate (features use 16 kHz)
 PASTE_GROW = 0.35  # the pasted area: the lip hull widened by this many d, feathered
 PASTE_FEATHER = 4.0
 BATCH = 8  # frames per network call: with channels-last weights 8 runs faster than 16 on this CPU
+# The face mesh looks at every TRACK_EVERY-th frame of a video, the landmarks between interpolated
+# (media.face.FaceTracker.track): the crops' geometry and the lip keypoints are smoothed over 9 frames
+# anyway. Its cost in quality: benchmarks/results/lipsync_eval_track_every_2.json (docs/performance.md).
+TRACK_EVERY = 2
 
 
 def _native_bfloat16() -> bool:
@@ -324,7 +328,7 @@ def read_face(face: Path, duration: float, notes: list[str], say: Progress) -> F
     n_est = max(1, need if end is not None else info.n_frames)
     say(0.02, "tracking the face")
     try:
-        track, fps = track_video(face, end=end, size=size,
+        track, fps = track_video(face, end=end, size=size, every=TRACK_EVERY,
                                  progress=lambda i: say(0.02 + 0.3 * min(1.0, (i + 1) / n_est), "tracking the face"))
     except MediaError as err:
         raise LipSyncError(f"the face video could not be read: {err}") from err
