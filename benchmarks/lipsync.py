@@ -50,7 +50,7 @@ def measure(face: Path, speech_file: Path, model, repeat: int = 2) -> dict:
     transcode = min(base)
     parts = {k: best[k] for k in ("preprocessing", "network", "encoding_and_decoding", "total")}
     return {"face": str(face.name), "size": [info.width, info.height], "fps": info.fps, "seconds": duration,
-            "threads": os.cpu_count(), "plain_transcode_s": transcode,
+            "threads": os.cpu_count(), "network_bfloat16": ls.use_bfloat16(), "plain_transcode_s": transcode,
             "parts_s": parts, "real_time_factor": {k: v / duration for k, v in parts.items()},
             "x_plain_transcode": {k: v / transcode for k, v in parts.items()}}
 

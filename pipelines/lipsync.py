@@ -8,7 +8,9 @@ the input's frame rate and resolution (longer sides scaled down to AVSTUDIO_MAX_
 long as the speech: a shorter video is extended by ping-pong looping (forward, backward, forward,
 ...), a longer one is cut, a photo is held. Frames without a face pass through unchanged; with
 several faces the largest one speaks. Video is streamed: memory holds the face landmarks and a
-small batch of frames, not the video.
+few batches of frames, not the video; decoding, the mouth and encoding run side by side in three threads
+(``media.io.prefetch``), so the timings of the parts overlap (``encoding_and_decoding`` is what the total
+adds beyond preprocessing and the network).
 
     python -m pipelines.lipsync FACE SPEECH --out OUT.mp4 [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 """
