@@ -532,8 +532,9 @@ def track_video(path, end: float | None = None, all_faces: bool = False, progres
     from media.io import iter_video_frames, prefetch, probe
 
     fps = probe(path).fps
-    with FaceTracker() as tracker:  # decoding runs ahead in a second thread while the mesh looks
-        frames = prefetch(frame for _, _, frame in iter_video_frames(path, end=end, size=size))
+    with FaceTracker() as tracker:  # decoding runs ahead in a second thread while the mesh looks; a frame
+        # becomes RGB only if the mesh looks at it (every > 1)
+        frames = prefetch(frame for _, _, frame in iter_video_frames(path, end=end, size=size, lazy=every > 1))
         return tracker.track(frames, all_faces=all_faces, progress=progress, every=every), fps
 
 

@@ -54,6 +54,7 @@ import soundfile as sf
 from media.errors import AVStudioError
 
 __all__ = [
+    "LazyFrame",
     "MediaError",
     "fit_within",
     "fitted_size",
@@ -258,7 +259,7 @@ def _open_video(path: PathLike) -> tuple[av.container.InputContainer, av.video.s
 
 def _video_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                   path: PathLike, start: float, end: float | None,
-                  size: tuple[int, int] | None) -> Iterator[tuple[int, float, np.ndarray]]:
+                  size: tuple[int, int] | None, lazy: bool = False) -> Iterator[tuple[int, float, np.ndarray]]:
     """Decode ``stream`` one frame at a time (see :func:`iter_video_frames`); closes
     ``container`` when done."""
     with container, _av_errors(path, "decode"):
@@ -287,14 +288,25 @@ def _video_frames(container: av.container.InputContainer, stream: av.video.strea
                 break
             # Count frames from the first one kept; after a seek, start from the nominal index.
             index = round(rel * fps) if index is None else index + 1
-            turns = _quarter_turns(frame)
-            width, height = size if size is not None else (None, None)
-            if turns % 2:  # resize to the transposed size, which the turn undoes
-                width, height = height, width
-            rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
-            if turns:  # show it the way players do
-                rgb = np.ascontiguousarray(np.rot90(rgb, turns))
-            yield index, rel, rgb
+            if lazy:
+                w, h = size if size is not None else \
+                    ((frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height))
+                yield index, rel, LazyFrame(lambda f=frame: _to_rgb(reformatter, f, size), (h, w, 3))
+            else:
+                yield index, rel, _to_rgb(reformatter, frame, size)
+
+
+def _to_rgb(reformatter: av.video.reformatter.VideoReformatter, frame: av.VideoFrame,
+            size: tuple[int, int] | None) -> np.ndarray:
+    """One decoded frame as an upright RGB array, resized to ``size`` (w, h) if given."""
+    turns = _quarter_turns(frame)
+    width, height = size if size is not None else (None, None)
+    if turns % 2:  # resize to the transposed size, which the turn undoes
+        width, height = height, width
+    rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24").to_ndarray()
+    if turns:  # show it the way players do
+        rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+    return rgb
 
 
 def _decode_video_from(container: av.container.InputContainer,
@@ -316,7 +328,7 @@ def _decode_video_from(container: av.container.InputContainer,
 
 
 def iter_video_frames(path: PathLike, start: float = 0.0, end: float | None = None,
-                      size: tuple[int, int] | None = None
+                      size: tuple[int, int] | None = None, lazy: bool = False
                       ) -> Iterator[tuple[int, float, np.ndarray]]:
     """Stream the video frames of ``path`` one at a time, in presentation order.
 
@@ -326,10 +338,29 @@ def iter_video_frames(path: PathLike, start: float = 0.0, end: float | None = No
     is an ``H x W x 3`` uint8 array, upright (the container's display rotation applied, as
     players do) and resized to ``size = (width, height)`` if given.
     The file is opened and checked at call time; decoding happens while iterating.
+
+    ``lazy=True`` yields, instead of each array, a :class:`LazyFrame`: its ``shape``, and the array when
+    ``np.asarray`` asks for it. A caller that looks at some frames only (the face tracker on every other
+    frame) then pays no RGB conversion for the rest.
     """
     _check_range(start, end)
     container, stream = _open_video(path)
-    return _video_frames(container, stream, path, start, end, size)
+    return _video_frames(container, stream, path, start, end, size, lazy)
+
+
+class LazyFrame:
+    """A decoded video frame, converted to its RGB array (``H x W x 3`` uint8) by ``np.asarray`` (once; later
+    calls return the same array). ``shape`` is known before."""
+
+    __slots__ = ("_convert", "_rgb", "shape")
+
+    def __init__(self, convert, shape: tuple[int, int, int]):
+        self._convert, self._rgb, self.shape = convert, None, shape
+
+    def __array__(self, dtype=None, copy=None):
+        if self._rgb is None:
+            self._rgb, self._convert = self._convert(), None
+        return self._rgb if dtype is None else self._rgb.astype(dtype, copy=False)
 
 
 def read_video(path: PathLike, start: float = 0.0, end: float | None = None,

@@ -195,20 +195,20 @@ def _decode_range(path, first: int, last: int, fps: float, size: tuple[int, int]
         if idx < first:
             continue
         while expected < idx and expected <= last and previous is not None:
-            yield previous
+            yield previous.copy()  # every frame its own array: the paste paints into it
             expected += 1
         if idx > last:
             break
         yield frame
         previous, expected = frame, idx + 1
     while expected <= last and previous is not None:
-        yield previous
+        yield previous.copy()
         expected += 1
 
 
 def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blend a generated crop into ``frame`` through ``mask`` (crop pixels), warping only the frame pixels under
-    the mask's nonzero box (the rest of the crop would be blended with weight 0)."""
+    """Blend a generated crop into ``frame`` (in place; returned) through ``mask`` (crop pixels), warping only
+    the frame pixels under the mask's nonzero box (the rest of the crop would be blended with weight 0)."""
     ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     if len(xs) == 0:
         return frame
@@ -226,10 +226,9 @@ def _paste(frame: np.ndarray, crop: np.ndarray, to_crop: np.ndarray, mask: np.nd
     size = (x1 - x0, y1 - y0)
     gen = cv2.warpAffine(crop, shift, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     alpha = cv2.warpAffine(mask, shift, size, flags=cv2.INTER_LINEAR)[..., None]
-    out = frame.copy()
-    roi = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.clip(alpha * gen + (1 - alpha) * roi + 0.5, 0, 255).astype(np.uint8)
-    return out
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.clip(alpha * gen + (1 - alpha) * roi + 0.5, 0, 255).astype(np.uint8)
+    return frame
 
 
 @dataclass
@@ -248,8 +247,8 @@ class FaceSource:
 
     def frames(self, order: np.ndarray) -> Iterator[np.ndarray]:
         """The source frames in ``order``, streamed."""
-        if self.kind == "photo":
-            return (self.image for _ in order)
+        if self.kind == "photo":  # a copy per frame: the paste paints into it
+            return (self.image.copy() for _ in order)
         return _source_frames(self.path, order, self.fps, self.size)
 
 

@@ -37,6 +37,20 @@ def test_pingpong_order():
     assert ls.pingpong_index(np.arange(3), 1).tolist() == [0, 0, 0]
 
 
+def test_every_source_frame_is_its_own_array(media, tmp_path):
+    """The paste paints into the frames it is given, so no two output frames may share an array: a photo's
+    frame is copied for each output frame, and so is a video frame the decoder repeats."""
+    photo = np.zeros((8, 8, 3), np.uint8)
+    source = ls.FaceSource("photo", tmp_path / "p.png", 25.0, None, 1, 8, 8, image=photo)
+    frames = list(source.frames(np.zeros(3, np.int64)))
+    assert len({id(f) for f in frames}) == 3 and all(f is not photo and np.array_equal(f, photo) for f in frames)
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(4)], 25)
+    frames = list(ls._decode_range(clip, 2, 6, 25.0))  # frames 4..6 do not exist: frame 3 is repeated
+    assert len(frames) == 5 and len({id(f) for f in frames}) == 5
+    assert all(np.array_equal(f, frames[1]) for f in frames[2:])
+
+
 def test_photo_and_speech(media, speech_wav, tmp_path):
     out = tmp_path / "photo.mp4"
     result = ls.lipsync(media / PHOTO, speech_wav, out_path=out)

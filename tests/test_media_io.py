@@ -406,3 +406,15 @@ def test_written_video_from_a_prefetched_decode_matches(tmp_path):
     ahead = list(prefetch(f for _, _, f in iter_video_frames(src)))
     assert len(ahead) == len(direct) == 12
     assert all(np.array_equal(a, b) for a, b in zip(ahead, direct))
+
+
+def test_lazy_frames_convert_on_demand_to_the_same_arrays(tmp_path):
+    src = tmp_path / "src.mp4"
+    write_video(src, [np.full((H, W, 3), 10 * i, np.uint8) for i in range(6)], 25)
+    eager = [f for _, _, f in iter_video_frames(src, size=(64, 48))]
+    lazy = [f for _, _, f in iter_video_frames(src, size=(64, 48), lazy=True)]
+    assert all(f.shape == (48, 64, 3) for f in lazy)
+    # the decoder has finished (its file closed) before these convert, in any order
+    for k in (5, 0, 3):
+        assert np.array_equal(np.asarray(lazy[k]), eager[k])
+    assert np.asarray(lazy[0]) is np.asarray(lazy[0])  # converted once
