@@ -42,10 +42,10 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -690,9 +690,9 @@ PREFETCH = 8  # items a prefetch() producer may run ahead: a few frames, not the
 def prefetch(items: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
     """``items``, produced ahead in a background thread, at most ``depth`` of them waiting.
 
-    Decoding, per-frame work and encoding release the GIL for most of their time, so chained prefetches
-    let them run side by side on several cores. An exception in the producer is raised here, after the
-    items produced before it. When the consumer stops early, the producer stops at its next item, and
+    Chained prefetches let decoding, per-frame work and encoding overlap on several cores, as far as their
+    heavy parts (FFmpeg, OpenCV, torch, MediaPipe) leave the GIL free; docs/performance.md measures what it
+    gains. An exception in the producer is raised here, after the items produced before it. When the consumer stops early, the producer stops at its next item, and
     ``items`` is closed in its thread (a decoder's file with it).
     """
     waiting: queue.Queue = queue.Queue(depth)

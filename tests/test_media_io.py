@@ -23,7 +23,6 @@ from media.io import (
     write_video,
 )
 
-
 SR = 16000
 FLASH = 20  # index of the only bright frame; the audio burst starts at its time
 W, H = 128, 96
@@ -363,8 +362,11 @@ def test_prefetch_keeps_order_and_runs_ahead_at_most_depth():
 
     it = prefetch(items(), depth=3)
     assert next(it) == 0
-    time.sleep(0.3)  # the producer fills the queue, then waits
-    assert 3 <= len(produced) <= 5  # one taken, three waiting, one in hand
+    deadline = time.monotonic() + 30
+    while len(produced) < 5 and time.monotonic() < deadline:  # the producer fills the queue...
+        time.sleep(0.01)
+    time.sleep(0.2)  # ...and then waits
+    assert len(produced) == 5  # one taken, three waiting, one in hand
     assert list(it) == list(range(1, 20))
     assert all(tid != main for _, tid in produced)  # made in another thread
 
@@ -377,8 +379,7 @@ def test_prefetch_raises_the_producers_error_after_the_items_before_it():
 
     got = []
     with pytest.raises(MediaError, match="broken frame"):
-        for x in prefetch(items()):
-            got.append(x)
+        got.extend(prefetch(items()))
     assert got == [1, 2]
 
 
@@ -387,8 +388,7 @@ def test_prefetch_stopped_early_closes_its_source():
 
     def items():
         try:
-            for i in range(1000):
-                yield i
+            yield from range(1000)
         finally:
             closed.append(True)
 
