@@ -360,7 +360,8 @@ class LazyFrame:
     def __array__(self, dtype=None, copy=None):
         if self._rgb is None:
             self._rgb, self._convert = self._convert(), None
-        return self._rgb if dtype is None else self._rgb.astype(dtype, copy=False)
+        rgb = self._rgb if dtype is None else self._rgb.astype(dtype, copy=False)
+        return rgb.copy() if copy and rgb is self._rgb else rgb
 
 
 def read_video(path: PathLike, start: float = 0.0, end: float | None = None,
@@ -715,7 +716,7 @@ def prefetch(items: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
                 if not put((item, None)):
                     return
             put((end, None))
-        except BaseException as err:  # handed to the consumer, raised there
+        except BaseException as err:  # noqa: BLE001 -- any error is handed to the consumer, raised there
             put((end, err))
         finally:
             close = getattr(source, "close", None)

@@ -86,20 +86,10 @@ BATCH = 8  # frames per network call: with channels-last weights 8 runs faster t
 # (media.face.FaceTracker.track): the crops' geometry and the lip keypoints are smoothed over 9 frames
 # anyway. Its cost in quality: benchmarks/results/lipsync_eval_track_every_2.json (docs/performance.md).
 TRACK_EVERY = 2
-
-
-def _native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX): where it does not, oneDNN emulates
-    it, slower than float32."""
-    import torch
-
-    caps = torch.cpu.get_capabilities()
-    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-
-
-# the generator runs in bfloat16 (torch.autocast) where the CPU has it: half the network time on the benchmark
-# CPU, output within 2 grey levels of float32 (docs/performance.md). False: always float32.
-NETWORK_BFLOAT16: bool | None = None  # None: decided on first use by _native_bfloat16()
+# The generator runs in bfloat16 (torch.autocast) where the CPU computes it natively: half the network time on
+# the benchmark CPU, output within 2 grey levels of float32 (docs/performance.md). None: decided on first use
+# (use_bfloat16); False: always float32.
+NETWORK_BFLOAT16: bool | None = None
 
 
 class LipSyncError(AVStudioError):
@@ -144,10 +134,14 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
 
 def use_bfloat16() -> bool:
-    """NETWORK_BFLOAT16, decided on first use where it is None."""
+    """NETWORK_BFLOAT16; where it is None, whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX:
+    elsewhere oneDNN emulates it, slower than float32), decided once."""
     global NETWORK_BFLOAT16
     if NETWORK_BFLOAT16 is None:
-        NETWORK_BFLOAT16 = _native_bfloat16()
+        import torch
+
+        caps = torch.cpu.get_capabilities()
+        NETWORK_BFLOAT16 = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
     return NETWORK_BFLOAT16
 
 

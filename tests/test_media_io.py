@@ -418,3 +418,4 @@ def test_lazy_frames_convert_on_demand_to_the_same_arrays(tmp_path):
     for k in (5, 0, 3):
         assert np.array_equal(np.asarray(lazy[k]), eager[k])
     assert np.asarray(lazy[0]) is np.asarray(lazy[0])  # converted once
+    assert np.array(lazy[0]) is not np.asarray(lazy[0])  # a copy when one is asked for
