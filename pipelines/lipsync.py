@@ -410,7 +410,9 @@ class MouthPainter:
             m = crop_transform(self.geo[i], "lower", CROP)
             kp = self.keypoints[i]
             base = keypoints_for_input(kp, self.mean_shape)
-            self.prepared[i] = (m, generator_input(mouth_blur_crop(frame, self.source.track.landmarks[i], m, CROP), base),
+            # with the lip predictor, the keypoint channel is drawn per output frame below: none drawn here
+            drawn = base if self.deviation is None else base[:0]
+            self.prepared[i] = (m, generator_input(mouth_blur_crop(frame, self.source.track.landmarks[i], m, CROP), drawn),
                                 lip_hull(kp, PASTE_GROW, PASTE_FEATHER), base)
         m, x, mask, base = self.prepared[i]
         if self.deviation is not None:  # the mouth this moment of the speech calls for, where the face's mouth is
