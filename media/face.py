@@ -90,17 +90,7 @@ class FaceTrack:
         """
         if not self.found.any():
             raise NoFaceError("no face was found in any frame")
-        lm = self.landmarks[..., :2]
-        eyes_l = lm[:, LEFT_EYE].mean(axis=1)
-        eyes_r = lm[:, RIGHT_EYE].mean(axis=1)
-        eye_c = (eyes_l + eyes_r) / 2
-        mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=1)
-        d = np.linalg.norm(mouth_c - eye_c, axis=1)
-        v = eyes_r - eyes_l
-        angle = np.arctan2(v[:, 1], v[:, 0])
-        geo = np.stack([mouth_c[:, 0], mouth_c[:, 1], d, angle], axis=1)
-        geo = _interpolate_missing(geo, self.found)
-        return _moving_average(geo, smooth)
+        return _moving_average(_interpolate_missing(_geometry(self.landmarks), self.found), smooth)
 
     def lip_gap(self) -> np.ndarray:
         """(N,) distance between the inner lips in pixels, NaN where not found."""
@@ -121,6 +111,18 @@ class FaceTrack:
         eye_c = lm[:, LEFT_EYE + RIGHT_EYE].mean(axis=1)
         mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER]].mean(axis=1)
         return gap / np.maximum(np.linalg.norm(mouth_c - eye_c, axis=1), 1e-6)
+
+
+def _geometry(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 4) mouth centre x, y, eye-to-mouth distance d and roll angle of (N, 478, 2+) landmarks, unsmoothed."""
+    lm = landmarks[..., :2]
+    eyes_l = lm[:, LEFT_EYE].mean(axis=1)
+    eyes_r = lm[:, RIGHT_EYE].mean(axis=1)
+    eye_c = (eyes_l + eyes_r) / 2
+    mouth_c = lm[:, [UPPER_LIP_INNER, LOWER_LIP_INNER, MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=1)
+    v = eyes_r - eyes_l
+    return np.stack([mouth_c[:, 0], mouth_c[:, 1], np.linalg.norm(mouth_c - eye_c, axis=1),
+                     np.arctan2(v[:, 1], v[:, 0])], axis=1)
 
 
 def _interpolate_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -323,7 +325,7 @@ class FaceTracker:
         return [(cx, cy, size) for _, cx, cy, size in found]
 
     def track(self, frames: Iterable[np.ndarray], all_faces: bool = False, smooth: int = 3,
-              progress=None, every: int = 1) -> FaceTrack | list[FaceTrack]:
+              progress=None, every: int = 1, on_look=None) -> FaceTrack | list[FaceTrack]:
         """Landmarks of the largest face in every frame (or a list of tracks with ``all_faces``).
 
         ``smooth`` is the window of the centred moving average applied to the landmarks of runs of
@@ -331,6 +333,8 @@ class FaceTracker:
         > 1 the mesh looks at every ``every``-th frame only (and the last): the landmarks of the frames
         between are interpolated linearly from the two looked-at frames around them, where both have the
         face. That suits what moves a box (the head), not what changes within a frame (the lips).
+        ``on_look(i, faces)``, if given, is called after the mesh looked at frame ``i`` with the faces it found
+        there (largest first), before the next frame is asked for.
         """
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
@@ -346,6 +350,8 @@ class FaceTracker:
             faces = self.detect(frame)
             per_frame.append(faces)
             looked.append(i)
+            if on_look is not None:
+                on_look(i, faces)
             if faces and skipped:  # a face found again: follow it back through the frames not searched
                 back = faces
                 for j, earlier in reversed(skipped):
@@ -502,6 +508,100 @@ def crop_faces(frames: Iterable[np.ndarray], track: FaceTrack, kind: str = "lowe
         crops[i] = cv2.warpAffine(frame, crop_transform(geo[i], kind, (out_w, out_h)), (out_w, out_h),
                                   flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     return crops
+
+
+def track_and_crop_gray(path, kind: str = "lower", size: tuple[int, int] | None = None, every: int = 1,
+                        end: float | None = None, progress=None, smooth: int = 9):
+    """Track ``path``'s face (as :func:`track_video`) and cut its grey ``kind`` crops, in one decoding pass.
+
+    Returns (FaceTrack, (N, h, w) uint8 grey crops, fps). The crops are those of :func:`crop_video` in grey
+    (:meth:`media.io.LazyFrame.luma`; zeros where no face was found), cut in two steps so that the video is
+    decoded once: while the mesh runs, each frame's luma around the face the mesh found last (a crop
+    :data:`PRE_CROP_MARGIN` eye-to-mouth distances larger on every side, at :data:`PRE_CROP_OVERSAMPLE` times
+    the crop's resolution) is kept; once the track is known and smoothed, each crop is cut from its frame's
+    pre-crop. A frame whose final crop does not lie inside its pre-crop (a face found only by looking back,
+    a sudden jump) is cut from a second decoding, which stops after the last such frame.
+    """
+    from media.io import iter_video_frames, prefetch, probe
+
+    out_w, out_h = size = size or CROPS[kind][3]
+    fps = probe(path).fps
+    pre: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per frame: (frame -> pre-crop matrix, pre-crop)
+    waiting: list = []  # frames (LazyFrame) the mesh has not looked at or past yet
+    latest: list[np.ndarray] = []  # the faces the mesh found last
+
+    def on_look(i: int, faces: list[np.ndarray]) -> None:
+        nonlocal latest, waiting
+        latest = faces[:PRE_CROP_FACES] or latest
+        geos = _geometry(np.stack(latest)) if latest else []
+        for frame in waiting:
+            plane, table = frame.luma()
+            pre.append([_pre_crop(plane, table, g, kind, size) for g in geos])
+        waiting = []
+
+    def frames():  # decoding runs ahead in a second thread; a frame waits here from when the mesh gets it
+        for _, _, frame in prefetch(iter_video_frames(path, end=end, lazy=True)):
+            waiting.append(frame)
+            yield frame
+
+    with FaceTracker() as tracker:
+        track = tracker.track(frames(), progress=progress, every=every, on_look=on_look)
+    crops = np.zeros((len(track), out_h, out_w), dtype=np.uint8)
+    if not track.found.any():
+        return track, crops, fps
+    geo = track.geometry(smooth)
+    again = []
+    for i in np.flatnonzero(track.found):
+        m = crop_transform(geo[i], kind, size)
+        for m_pre, image in pre[i]:
+            inner = _compose(m, cv2.invertAffineTransform(m_pre))  # pre-crop pixels -> crop pixels
+            if _covers(inner, image.shape, size):
+                crops[i] = cv2.warpAffine(image, inner, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                break
+        else:
+            again.append(i)
+    if again:
+        todo = set(again)
+        for i, (_, _, frame) in enumerate(iter_video_frames(path, end=end, lazy=True)):
+            if i in todo:
+                plane, table = frame.luma()
+                crops[i] = table[cv2.warpAffine(plane, crop_transform(geo[i], kind, size), size,
+                                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
+            if i >= again[-1]:
+                break
+    return track, crops, fps
+
+
+PRE_CROP_OVERSAMPLE = 2.0  # track_and_crop_gray: pre-crops at twice the final crop's resolution
+PRE_CROP_MARGIN = 0.75  # ... reaching this many eye-to-mouth distances beyond it on every side
+PRE_CROP_FACES = 2  # ... around the largest faces the mesh found last (the others are cut again if tracked)
+
+
+def _pre_crop(plane: np.ndarray, table: np.ndarray, geo: np.ndarray, kind: str,
+              size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(frame -> pre-crop matrix, grey pre-crop) around one face geometry row (see track_and_crop_gray)."""
+    k, wd = PRE_CROP_OVERSAMPLE, CROPS[kind][0]
+    inner = (round(k * size[0]), round(k * size[1]))
+    pad = PRE_CROP_MARGIN * k * size[0] / wd  # the margin in pre-crop pixels (size[0] pixels span wd * d)
+    m = crop_transform(geo, kind, inner)
+    m[:, 2] += pad
+    shape = (round(inner[0] + 2 * pad), round(inner[1] + 2 * pad))
+    image = cv2.warpAffine(plane, m, shape, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return m, table[image]
+
+
+def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The 2x3 affine map ``outer(inner(x))``."""
+    return np.hstack([outer[:, :2] @ inner[:, :2], outer[:, :2] @ inner[:, 2:] + outer[:, 2:]])
+
+
+def _covers(m: np.ndarray, shape: tuple[int, ...], size: tuple[int, int]) -> bool:
+    """Whether every pixel a ``size`` (w, h) crop through ``m`` (source -> crop) samples lies inside a source
+    of ``shape`` (h, w)."""
+    w, h = size
+    back = cv2.invertAffineTransform(m)
+    src = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], dtype=np.float64) @ back[:, :2].T + back[:, 2]
+    return bool((src >= 0).all() and (src[:, 0] <= shape[1] - 1).all() and (src[:, 1] <= shape[0] - 1).all())
 
 
 def crop_landmarks(track: FaceTrack, indices: Sequence[int] = LIPS, kind: str = "lower",

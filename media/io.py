@@ -291,7 +291,8 @@ def _video_frames(container: av.container.InputContainer, stream: av.video.strea
             if lazy:
                 w, h = size if size is not None else \
                     ((frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height))
-                yield index, rel, LazyFrame(lambda f=frame: _to_rgb(reformatter, f, size), (h, w, 3))
+                yield index, rel, LazyFrame(lambda f=frame: _to_rgb(reformatter, f, size), (h, w, 3),
+                                            None if size is not None else _luma_reader(frame))
             else:
                 yield index, rel, _to_rgb(reformatter, frame, size)
 
@@ -307,6 +308,30 @@ def _to_rgb(reformatter: av.video.reformatter.VideoReformatter, frame: av.VideoF
     if turns:  # show it the way players do
         rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     return rgb
+
+
+# 8-bit formats whose first plane is the picture's luma at full resolution (YUV; libx264's and phones' output)
+_LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"}
+_FULL_RANGE_FORMATS = {"yuvj420p", "yuvj422p", "yuvj444p", "gray"}
+_JPEG_RANGE = 2  # AVCOL_RANGE_JPEG: the picture's luma already spans 0-255
+_IDENTITY = np.arange(256, dtype=np.uint8)
+_VIDEO_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)  # 16-235 -> 0-255
+
+
+def _luma_reader(frame: av.VideoFrame):
+    """A function returning ``frame``'s upright luma plane and its table (:meth:`LazyFrame.luma`), or None
+    when the picture has no 8-bit luma plane."""
+    if frame.format.name not in _LUMA_FORMATS:
+        return None
+
+    def luma() -> tuple[np.ndarray, np.ndarray]:
+        plane = frame.planes[0]
+        y = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+        turns = _quarter_turns(frame)
+        full = frame.format.name in _FULL_RANGE_FORMATS or frame.color_range == _JPEG_RANGE
+        return (np.ascontiguousarray(np.rot90(y, turns)) if turns else y), (_IDENTITY if full else _VIDEO_TO_FULL)
+
+    return luma
 
 
 def _decode_video_from(container: av.container.InputContainer,
@@ -350,18 +375,31 @@ def iter_video_frames(path: PathLike, start: float = 0.0, end: float | None = No
 
 class LazyFrame:
     """A decoded video frame, converted to its RGB array (``H x W x 3`` uint8) by ``np.asarray`` (once; later
-    calls return the same array). ``shape`` is known before."""
+    calls return the same array). ``shape`` is known before; :meth:`luma` gives its grey without the RGB."""
 
-    __slots__ = ("_convert", "_rgb", "shape")
+    __slots__ = ("_convert", "_luma", "_rgb", "shape")
 
-    def __init__(self, convert, shape: tuple[int, int, int]):
-        self._convert, self._rgb, self.shape = convert, None, shape
+    def __init__(self, convert, shape: tuple[int, int, int], luma=None):
+        self._convert, self._luma, self._rgb, self.shape = convert, luma, None, shape
 
     def __array__(self, dtype=None, copy=None):
         if self._rgb is None:
             self._rgb, self._convert = self._convert(), None
         rgb = self._rgb if dtype is None else self._rgb.astype(dtype, copy=False)
         return rgb.copy() if copy and rgb is self._rgb else rgb
+
+    def luma(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(plane, table)``: the frame's grey is ``table[plane]``, ``H x W`` uint8, its ITU-R BT.601 luma in
+        the RGB array's 0-255 range (0.299 R + 0.587 G + 0.114 B, within about a grey level).
+
+        An 8-bit YUV picture (libx264's output, phones') gives its own luma plane, upright, possibly a
+        read-only view, and the table that stretches video range (16-235) to 0-255: no RGB conversion is
+        paid, and a caller that needs a small part of the frame looks the table up on that part only. Other
+        pictures give the grey of the RGB array and the identity."""
+        if self._luma is not None:
+            return self._luma()
+        rgb = np.asarray(self)
+        return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).round().astype(np.uint8), _IDENTITY
 
 
 def read_video(path: PathLike, start: float = 0.0, end: float | None = None,

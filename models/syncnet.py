@@ -395,15 +395,16 @@ class SyncInputs:
 
 
 def prepare_clip(video_path, audio=None, progress=None, track_every: int = 1) -> SyncInputs:
-    """Decode a clip, track its largest face (the mesh on every ``track_every``-th frame, the rest interpolated:
-    :meth:`media.face.FaceTracker.track`), cut the crops and compute the audio features.
+    """Decode a clip once, track its largest face (the mesh on every ``track_every``-th frame, the rest
+    interpolated: :meth:`media.face.FaceTracker.track`) while cutting its grey crops
+    (:func:`media.face.track_and_crop_gray`), and compute the audio features.
 
     ``audio``: None to use the video's own track, a path (e.g. a side-car .wav whose sample 0 is
     the first video frame), or a float32 16 kHz array. ``progress(fraction)`` is called while
     tracking. Raises media.io.MediaError for unreadable input or missing audio and
     media.face.NoFaceError when no face is found in any frame.
     """
-    from media.face import NoFaceError, crop_landmarks, crop_video, track_video
+    from media.face import NoFaceError, crop_landmarks, track_and_crop_gray
     from media.features import SAMPLE_RATE, log_mel
     from media.io import probe, read_audio
 
@@ -413,11 +414,11 @@ def prepare_clip(video_path, audio=None, progress=None, track_every: int = 1) ->
         wave = read_audio(audio or video_path, sr=SAMPLE_RATE)
     else:
         wave = np.asarray(audio, dtype=np.float32)
-    track, fps = track_video(video_path, every=track_every,
-                             progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
+    track, gray, fps = track_and_crop_gray(
+        video_path, "lower", CROP_SIZE, every=track_every,
+        progress=None if progress is None else (lambda i: progress(min(1.0, (i + 1) / n_total))))
     if not track.found.any():
         raise NoFaceError("no face was found in the video")
-    crops = crop_video(video_path, track, "lower", CROP_SIZE)
     lips = crop_landmarks(track, size=CROP_SIZE) / np.array(CROP_SIZE, dtype=np.float32)
-    return SyncInputs(to_gray(crops), track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,
+    return SyncInputs(gray, track.found, normalize_mel(log_mel(wave, SAMPLE_RATE)), wave, fps,
                       track.mouth_opening(), lips)

@@ -12,9 +12,11 @@ from media.face import (
     NoFaceError,
     crop_faces,
     face_in_image,
+    track_and_crop_gray,
     track_video,
 )
 from media.io import read_video
+from models.syncnet import to_gray
 
 
 def load(path, max_side=640):
@@ -104,6 +106,30 @@ def test_track_video_streams_a_file(media):
     assert fps == pytest.approx(25.0)
     assert len(track) == pytest.approx(4.86 * 25, abs=2)
     assert track.found.mean() > 0.9
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_crops_in_one_decoding_pass_are_the_crops_of_two(media, every, monkeypatch):
+    """track_and_crop_gray decodes once; its crops are crop_faces' (cut from the decoded frames after tracking),
+    in grey, up to resampling twice and the luma's rounding; a frame its pre-crop cannot serve is cut again."""
+    from media import face
+
+    clip = media / "talking_video" / "lrs2_deepavsr_00001.mp4"
+    track, gray, fps = track_and_crop_gray(clip, every=every)
+    frames, _ = read_video(clip)
+    with FaceTracker() as tracker:
+        expected = tracker.track(frames, every=every)
+    np.testing.assert_array_equal(track.landmarks, expected.landmarks)  # the same mesh on the same frames
+    assert fps == pytest.approx(25.0) and gray.shape == (len(frames), 48, 96)
+    direct = to_gray(crop_faces(frames, track, "lower", (96, 48))).astype(np.float64)
+    diff = gray[track.found] - direct[track.found]
+    assert abs(diff.mean()) < 2 and np.abs(diff - diff.mean()).mean() < 1.5
+    assert not gray[~track.found].any()
+    # no pre-crop covers any crop: every crop is cut again from a second decoding, straight from the frame
+    monkeypatch.setattr(face, "PRE_CROP_MARGIN", -0.5)
+    _, again, _ = track_and_crop_gray(clip, every=every)
+    diff = again[track.found] - direct[track.found]
+    assert abs(diff.mean()) < 2 and np.abs(diff - diff.mean()).mean() < 0.6
 
 
 # Small faces: a person in a wide shot. The whole-frame face mesh misses faces of about a tenth of

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -346,6 +347,8 @@ def test_rotated_video_is_read_upright(tmp_path):
     assert read_video(path, size=(16, 32))[0].shape == (3, 32, 16, 3)
     muxed = mux_audio(path, tmp_path / "muxed.mp4", np.zeros(SR, np.float32))
     np.testing.assert_array_equal(read_video(muxed)[0], frames)
+    plane, table = next(iter_video_frames(path, lazy=True))[2].luma()  # the luma plane is turned the same way
+    assert plane.shape == (64, 32) and table[plane[-8:, :8]].mean() > 200 and table[plane[:8, :8]].mean() < 50
 
 
 def test_prefetch_keeps_order_and_runs_ahead_at_most_depth():
@@ -419,3 +422,20 @@ def test_lazy_frames_convert_on_demand_to_the_same_arrays(tmp_path):
         assert np.array_equal(np.asarray(lazy[k]), eager[k])
     assert np.asarray(lazy[0]) is np.asarray(lazy[0])  # converted once
     assert np.array(lazy[0]) is not np.asarray(lazy[0])  # a copy when one is asked for
+
+
+def test_luma_is_the_grey_of_the_rgb_without_converting(tmp_path):
+    src = tmp_path / "src.mp4"
+    rng = np.random.default_rng(0)
+    colours = [cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (W, H), interpolation=cv2.INTER_LINEAR)
+               for _ in range(4)]
+    write_video(src, colours, 25)
+    for _, _, frame in iter_video_frames(src, lazy=True):
+        plane, table = frame.luma()
+        assert frame._rgb is None  # read from the decoded picture's luma plane, not from the RGB array
+        rgb = np.asarray(frame).astype(np.float64)
+        grey = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+        assert plane.shape == (H, W) and plane.dtype == np.uint8
+        assert np.abs(table[plane] - grey).mean() < 1.5
+        assert table[plane].std() == pytest.approx(grey.std(), rel=0.03)  # video range (16-235) stretched to 0-255
+        assert plane.std() < 0.9 * grey.std()  # (the plane itself is not)
