@@ -38,7 +38,12 @@ from models.syncnet import (
     shift_recovery,
     sync_score,
 )
-from pipelines.sync_check import TRACK_EVERY, SyncCheckError, baseline_offset
+from pipelines.sync_check import (
+    TRACK_EVERY,
+    SyncCheckError,
+    baseline_offset,
+    use_bfloat16,
+)
 
 STAGES = ["stage1", "stage2", "stage3", "nofilter_stage2", "nofilter_stage3"]
 JUDGE = DEFAULT_WEIGHTS.parent / "syncnet_judge"
@@ -55,9 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=Path, default=None, help="training output folder with one sub-folder per stage")
     ap.add_argument("--track-every", type=int, default=TRACK_EVERY,
                     help="the face mesh on every N-th frame, the rest interpolated (default: the Sync check's)")
+    ap.add_argument("--bfloat16", choices=("yes", "no"), default=None,
+                    help="the discriminators in bfloat16 (default: as the Sync check runs them on this CPU)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/offset_recovery.json"))
     args = ap.parse_args(argv)
 
+    bf16 = use_bfloat16() if args.bfloat16 is None else args.bfloat16 == "yes"
     paths = dict(spec.partition("=")[::2] for spec in args.model)
     if args.runs:
         paths.update({f"{args.runs.name}/{s}": str(args.runs / s) for s in STAGES if (args.runs / s).is_dir()})
@@ -74,7 +82,8 @@ def main(argv=None) -> int:
             x = prepare_clip(clip, track_every=args.track_every)  # face tracking once: the picture is the same in every shifted copy
             # the baseline reads the lips' opening on every frame: never from landmarks interpolated between frames
             opening = x.mouth_opening if args.track_every == 1 else prepare_clip(clip).mouth_opening
-            video_emb = {name: embed_video_windows(model, x.gray, x.found, x.fps) for name, model in models.items()}
+            video_emb = {name: embed_video_windows(model, x.gray, x.found, x.fps, bfloat16=bf16)
+                         for name, model in models.items()}
             original = read_audio(clip, sr=SAMPLE_RATE)
             for shift in args.shifts:
                 shifted = mux_audio(clip, Path(tmp) / f"{clip.stem}_{shift}.mkv", original, sr=SAMPLE_RATE,
@@ -83,8 +92,8 @@ def main(argv=None) -> int:
                 mel = normalize_mel(log_mel(audio, SAMPLE_RATE))
                 case = {"clip": clip.name, "true": shift}
                 for name, model in models.items():
-                    case[name] = sync_score(model, x.gray, x.found, mel, x.fps,
-                                            video_embeddings=video_emb[name])["offset_frames"]
+                    case[name] = sync_score(model, x.gray, x.found, mel, x.fps, video_embeddings=video_emb[name],
+                                            bfloat16=bf16)["offset_frames"]
                 try:
                     case["baseline"] = baseline_offset(opening, audio, x.fps)
                 except SyncCheckError:  # too few face frames for the baseline's search: a miss
@@ -96,6 +105,7 @@ def main(argv=None) -> int:
     recovery = {n: shift_recovery(cases, key=n) for n in names}
     result = {"models": {n: shown_path(p) for n, p in paths.items()}, "clips": len(clips), "cases": len(cases),
               "shifts": args.shifts, "holdout_sources": args.holdout_source, "track_every": args.track_every,
+              "bfloat16": bf16,
               "accuracy_within_1_frame": accuracy,
               "shift_recovery_within_1_frame": recovery, "per_case": cases}
     save_results(args.out, result, module=__spec__.name, argv=argv, weights=paths)

@@ -287,34 +287,38 @@ def valid_windows(found: np.ndarray, fps: float) -> np.ndarray:
 
 @torch.no_grad()
 def embed_video_windows(model: SyncNet, gray: np.ndarray, found: np.ndarray, fps: float,
-                        batch: int = 256) -> np.ndarray:
+                        batch: int = 256, bfloat16: bool = False) -> np.ndarray:
     """(N, D) embeddings of the 5-frame window starting at every frame of a clip.
 
     ``gray``: (N, 48, 96) uint8 crops at the native ``fps``; ``found``: frames with a face, whose
-    mean crop is subtracted (:func:`face_deviation`).
+    mean crop is subtracted (:func:`face_deviation`). ``bfloat16``: the network in bfloat16 (torch.autocast;
+    the embeddings come back as float32).
     """
     model.eval()
     vid_idx = video_window_indices(len(gray), fps)
     dev = face_deviation(gray, found)
-    return torch.cat([model.embed_video(torch.from_numpy(dev[vid_idx[s:s + batch]]))
-                      for s in range(0, len(gray), batch)]).numpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+        return torch.cat([model.embed_video(torch.from_numpy(dev[vid_idx[s:s + batch]])).float()
+                          for s in range(0, len(gray), batch)]).numpy()
 
 
 @torch.no_grad()
 def embed_audio_windows(model: SyncNet, mel: np.ndarray, n_frames: int, fps: float, max_shift: int = 15,
-                        batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                        batch: int = 256, bfloat16: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Audio embeddings at frames -max_shift .. n_frames-1+max_shift, and whether each lies inside.
 
     ``mel``: normalised log-mel of the clip's audio, whose time 0 is the first video frame.
     Returns A (n_frames + 2 max_shift, D) and, for each audio window, whether it lies inside the
     recording (windows reaching past either end are padded, and are left out of the offset search:
-    the model never saw such padding in training).
+    the model never saw such padding in training). ``bfloat16`` as in :func:`embed_video_windows`.
     """
     model.eval()
     starts = frame_to_mel(np.arange(-max_shift, n_frames + max_shift), fps)
     a_inside = (starts >= 0) & (starts + SYNC_MEL_FRAMES <= mel.shape[1])
     a_win = mel_windows(mel, starts, SYNC_MEL_FRAMES, fill=MEL_FLOOR)
-    a = torch.cat([model.embed_audio(torch.from_numpy(a_win[s:s + batch])) for s in range(0, len(a_win), batch)])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+        a = torch.cat([model.embed_audio(torch.from_numpy(a_win[s:s + batch])).float()
+                       for s in range(0, len(a_win), batch)])
     return a.numpy(), a_inside
 
 
@@ -365,14 +369,15 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
 
 
 def sync_score(model: SyncNet, gray: np.ndarray, found: np.ndarray, mel: np.ndarray, fps: float,
-               max_shift: int = 15, video_embeddings: np.ndarray | None = None) -> dict:
+               max_shift: int = 15, video_embeddings: np.ndarray | None = None, bfloat16: bool = False) -> dict:
     """Offset, LSE-D, LSE-C and curves of one clip (see :func:`offset_search`).
 
     ``video_embeddings`` from :func:`embed_video_windows` may be passed when the same picture is
-    scored against several audio tracks, so that it is embedded once.
+    scored against several audio tracks, so that it is embedded once. ``bfloat16``: the network in bfloat16.
     """
-    v = embed_video_windows(model, gray, found, fps) if video_embeddings is None else video_embeddings
-    a, a_inside = embed_audio_windows(model, mel, len(gray), fps, max_shift)
+    v = embed_video_windows(model, gray, found, fps, bfloat16=bfloat16) if video_embeddings is None \
+        else video_embeddings
+    a, a_inside = embed_audio_windows(model, mel, len(gray), fps, max_shift, bfloat16=bfloat16)
     return offset_search(v, a, valid_windows(found, fps), max_shift, a_inside)
 
 

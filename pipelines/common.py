@@ -36,8 +36,8 @@ import numpy as np
 from media.errors import AVStudioError
 
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
-           "settings", "resolve_max_seconds", "check_files", "prepare_out_path", "read_photo", "scaled_note",
-           "read_audio_within",
+           "settings", "resolve_max_seconds", "native_bfloat16", "check_files", "prepare_out_path", "read_photo",
+           "scaled_note", "read_audio_within",
            "load_pretrained", "timed", "run_cli", "cli_model", "loaded"]
 
 Progress = Callable[[float, str], None]
@@ -179,6 +179,16 @@ class PipelineOutput:
     def message(self) -> str:
         """One paragraph for the user."""
         raise NotImplementedError
+
+
+@lru_cache(maxsize=1)
+def native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX; elsewhere oneDNN emulates it, slower
+    than float32): where a pipeline's NETWORK_BFLOAT16 is None, its network runs in bfloat16 when this is True."""
+    import torch
+
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
 @contextmanager

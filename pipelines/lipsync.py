@@ -62,6 +62,7 @@ from pipelines.common import (
     cli_model,
     load_pretrained,
     loaded,
+    native_bfloat16,
     prepare_out_path,
     read_audio_within,
     read_photo,
@@ -87,8 +88,8 @@ BATCH = 8  # frames per network call: with channels-last weights 8 runs faster t
 # anyway. Its cost in quality: benchmarks/results/lipsync_eval_track_every_2.json (docs/performance.md).
 TRACK_EVERY = 2
 # The generator runs in bfloat16 (torch.autocast) where the CPU computes it natively: half the network time on
-# the benchmark CPU, output within 2 grey levels of float32 (docs/performance.md). None: decided on first use
-# (use_bfloat16); False: always float32.
+# the benchmark CPU, output within 2 grey levels of float32 (docs/performance.md). None: where the CPU computes
+# it natively (pipelines.common.native_bfloat16); False: always float32.
 NETWORK_BFLOAT16: bool | None = None
 
 
@@ -134,15 +135,8 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
 
 def use_bfloat16() -> bool:
-    """NETWORK_BFLOAT16; where it is None, whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX:
-    elsewhere oneDNN emulates it, slower than float32), decided once."""
-    global NETWORK_BFLOAT16
-    if NETWORK_BFLOAT16 is None:
-        import torch
-
-        caps = torch.cpu.get_capabilities()
-        NETWORK_BFLOAT16 = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
-    return NETWORK_BFLOAT16
+    """NETWORK_BFLOAT16, or where it is None whether this CPU computes bfloat16 natively (native_bfloat16)."""
+    return native_bfloat16() if NETWORK_BFLOAT16 is None else NETWORK_BFLOAT16
 
 
 def is_photo(path) -> bool:

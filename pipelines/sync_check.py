@@ -43,6 +43,7 @@ from pipelines.common import (
     cli_model,
     load_pretrained,
     loaded,
+    native_bfloat16,
     prepare_out_path,
     resolve_max_seconds,
     run_cli,
@@ -63,6 +64,10 @@ MIN_CONFIDENCE = 0.05
 # cut from every frame). On 70 held-out cases the offsets found are as good as with every frame
 # (benchmarks/results/offset_recovery.json against offset_recovery_track_every_1.json; docs/performance.md).
 TRACK_EVERY = 2
+# The discriminator runs in bfloat16 (torch.autocast) where the CPU computes it natively: a third of its time,
+# the same offsets on 70 held-out cases (benchmarks/results/offset_recovery.json; docs/performance.md). None:
+# where the CPU computes it natively (pipelines.common.native_bfloat16); False: always float32.
+NETWORK_BFLOAT16: bool | None = None
 
 
 class SyncCheckError(AVStudioError):
@@ -186,7 +191,7 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     max_shift = max(1, round(max_shift_seconds * x.fps))
     with timed(timings, "offset_search"):
         try:
-            res = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift)
+            res = sync_score(model, x.gray, x.found, x.mel, x.fps, max_shift, bfloat16=use_bfloat16())
         except TooFewWindows as err:  # no window with a face, or the clip is too short
             raise SyncCheckError(f"'{video.name}': {err}") from err
     result = SyncResult(
@@ -212,6 +217,11 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
     timings["total"] = time.perf_counter() - t_start
     say(1.0, "done")
     return result
+
+
+def use_bfloat16() -> bool:
+    """NETWORK_BFLOAT16, or where it is None whether this CPU computes bfloat16 natively (native_bfloat16)."""
+    return native_bfloat16() if NETWORK_BFLOAT16 is None else NETWORK_BFLOAT16
 
 
 def _read_clip(video: Path, max_seconds: float):
