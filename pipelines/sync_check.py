@@ -61,9 +61,9 @@ MAX_SHIFT_SECONDS = MAX_SHIFT / SYNC_VIDEO_FPS  # the same +/-0.6 s at any frame
 # bundled model: 16 of 18 real held-out clips score above it, 5 of 18 faces given another clip's audio do.
 MIN_CONFIDENCE = 0.05
 # The face mesh looks at every TRACK_EVERY-th frame; the crops' boxes between are interpolated (the lips are
-# cut from every frame). On 70 held-out cases the offsets found are as good as with every frame
-# (benchmarks/results/offset_recovery.json against offset_recovery_track_every_1.json; docs/performance.md).
-TRACK_EVERY = 2
+# cut from every frame). On 70 held-out cases the offsets found are as good as with every frame or every other
+# frame, and every 4th frame loses some (benchmarks/results/offset_recovery*.json; docs/performance.md).
+TRACK_EVERY = 3
 # The discriminator runs in bfloat16 (torch.autocast) where the CPU computes it natively: a third of its time,
 # the same offsets on 70 held-out cases (benchmarks/results/offset_recovery.json; docs/performance.md). None:
 # where the CPU computes it natively (pipelines.common.native_bfloat16); False: always float32.

@@ -8,7 +8,7 @@ import pytest
 
 from media.io import mux_audio, probe, read_audio, read_video, write_video
 from pipelines.common import AVStudioError
-from pipelines.sync_check import SyncCheckError, check_sync, load_model, resync
+from pipelines.sync_check import TRACK_EVERY, SyncCheckError, check_sync, load_model, resync
 from tests.bad_inputs import make_bad_inputs
 from tests.conftest import ROOT
 
@@ -41,7 +41,7 @@ def test_bfloat16_gives_the_float32_offsets(media):
     about 1 %, the same curve's minimum."""
     from models.syncnet import embed_video_windows, prepare_clip, sync_score
 
-    model, x = load_model(), prepare_clip(media / HELD_OUT, track_every=2)
+    model, x = load_model(), prepare_clip(media / HELD_OUT, track_every=TRACK_EVERY)
     full, half = (embed_video_windows(model, x.gray, x.found, x.fps, bfloat16=b) for b in (False, True))
     assert half.dtype == np.float32 and np.abs(half - full).max() < 0.02 * np.abs(full).max()
     scores = [sync_score(model, x.gray, x.found, x.mel, x.fps, bfloat16=b) for b in (False, True)]
