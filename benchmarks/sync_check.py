@@ -25,7 +25,7 @@ from media.io import iter_video_frames, probe, read_audio
 from models.provenance import save_results
 from models.syncnet import CROP_SIZE, normalize_mel, sync_score
 from pipelines.common import settings
-from pipelines.sync_check import TRACK_EVERY, check_sync, load_model
+from pipelines.sync_check import TRACK_EVERY, check_sync, load_model, use_bfloat16
 
 DEFAULT_CLIP = "talking_video/pcavs_Audio_Source_681100216.mp4"
 
@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         (track, crops, fps), t_track = timed(lambda: track_and_crop_gray(args.video, "lower", CROP_SIZE,
                                                                          every=TRACK_EVERY))
         mel, t_mel = timed(lambda: normalize_mel(log_mel(audio)))  # noqa: B023 (timed calls it at once)
-        _, t_model = timed(lambda: sync_score(model, crops, track.found, mel, fps))  # noqa: B023
+        _, t_model = timed(lambda: sync_score(model, crops, track.found, mel, fps,  # noqa: B023
+                                              bfloat16=use_bfloat16()))
         _, t_total = timed(lambda: check_sync(args.video, model=model))
         runs.append({"decode": t_video + t_audio, "face_tracking": t_track, "audio_features": t_mel,
                      "model": t_model, "check_sync_end_to_end": t_total})
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     rtf = {k: v / duration for k, v in best.items()}
     vs_decode = {k: v / best["decode"] for k, v in best.items()}
     result = {"clip": str(args.video.name), "duration_s": duration, "frames": n_frames, "fps": fps,
-              "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "seconds": best,
+              "threads": torch.get_num_threads(), "bfloat16": use_bfloat16(), "track_every": TRACK_EVERY,
+              "cpu_count": os.cpu_count(), "seconds": best,
               "real_time_factor": rtf, "ratio_to_decoding": vs_decode, "target_rtf": 0.5,
               "meets_target": rtf["check_sync_end_to_end"] < 0.5}
     save_results(args.out, result, module=__spec__.name, argv=argv, weights={"syncnet": where})

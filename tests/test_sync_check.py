@@ -8,7 +8,13 @@ import pytest
 
 from media.io import mux_audio, probe, read_audio, read_video, write_video
 from pipelines.common import AVStudioError
-from pipelines.sync_check import TRACK_EVERY, SyncCheckError, check_sync, load_model, resync
+from pipelines.sync_check import (
+    TRACK_EVERY,
+    SyncCheckError,
+    check_sync,
+    load_model,
+    resync,
+)
 from tests.bad_inputs import make_bad_inputs
 from tests.conftest import ROOT
 
