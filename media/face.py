@@ -19,6 +19,7 @@ Crops are similarity-aligned (rotation from the eye line, scale from the eye-to-
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -547,29 +548,40 @@ def track_and_crop_gray(path, kind: str = "lower", size: tuple[int, int] | None 
     with FaceTracker() as tracker:
         track = tracker.track(frames(), progress=progress, every=every, on_look=on_look)
     crops = np.zeros((len(track), out_h, out_w), dtype=np.uint8)
-    if not track.found.any():
-        return track, crops, fps
-    geo = track.geometry(smooth)
-    again = []
-    for i in np.flatnonzero(track.found):
-        m = crop_transform(geo[i], kind, size)
-        for m_pre, image in pre[i]:
-            inner = _compose(m, cv2.invertAffineTransform(m_pre))  # pre-crop pixels -> crop pixels
-            if _covers(inner, image.shape, size):
-                crops[i] = cv2.warpAffine(image, inner, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                break
-        else:
-            again.append(i)
-    if again:
-        todo = set(again)
-        for i, (_, _, frame) in enumerate(iter_video_frames(path, end=end, lazy=True)):
-            if i in todo:
-                plane, table = frame.luma()
-                crops[i] = table[cv2.warpAffine(plane, crop_transform(geo[i], kind, size), size,
-                                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
-            if i >= again[-1]:
-                break
+    if track.found.any():
+        geo = track.geometry(smooth)
+        to_crop = {int(i): crop_transform(geo[i], kind, size) for i in np.flatnonzero(track.found)}
+        again = {i: m for i, m in to_crop.items() if not _cut_from_pre_crops(crops[i], m, pre[i])}
+        if again:
+            _cut_again(path, end, again, crops)
     return track, crops, fps
+
+
+def _cut_from_pre_crops(crop: np.ndarray, to_crop: np.ndarray, pre: list[tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Fill ``crop`` (in place) from the first of a frame's pre-crops that holds all of it; False if none does."""
+    size = (crop.shape[1], crop.shape[0])
+    for to_pre, image in pre:
+        inner = _compose(to_crop, cv2.invertAffineTransform(to_pre))  # pre-crop pixels -> crop pixels
+        if _covers(inner, image.shape, size):
+            crop[:] = cv2.warpAffine(image, inner, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            return True
+    return False
+
+
+def _cut_again(path, end: float | None, to_crop: dict[int, np.ndarray], crops: np.ndarray) -> None:
+    """Cut the crops of the frames in ``to_crop`` (frame -> crop transform) straight from a new decoding of
+    ``path``, which stops after the last of them."""
+    from media.io import iter_video_frames
+
+    size, last = (crops.shape[2], crops.shape[1]), max(to_crop)
+    with contextlib.closing(iter_video_frames(path, end=end, lazy=True)) as frames:
+        for i, (_, _, frame) in enumerate(frames):
+            if i in to_crop:
+                plane, table = frame.luma()
+                crops[i] = table[cv2.warpAffine(plane, to_crop[i], size, flags=cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_REPLICATE)]
+            if i >= last:
+                break
 
 
 PRE_CROP_OVERSAMPLE = 2.0  # track_and_crop_gray: pre-crops at twice the final crop's resolution
