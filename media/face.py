@@ -515,7 +515,7 @@ def track_and_crop_gray(path, kind: str = "lower", size: tuple[int, int] | None 
                         end: float | None = None, progress=None, smooth: int = 9):
     """Track ``path``'s face (as :func:`track_video`) and cut its grey ``kind`` crops, in one decoding pass.
 
-    Returns (FaceTrack, (N, h, w) uint8 grey crops, fps). The crops are those of :func:`crop_video` in grey
+    Returns (FaceTrack, (N, h, w) uint8 grey crops, fps). The crops are those of :func:`crop_faces` in grey
     (:meth:`media.io.LazyFrame.luma`; zeros where no face was found), cut in two steps so that the video is
     decoded once: while the mesh runs, each frame's luma around the face the mesh found last (a crop
     :data:`PRE_CROP_MARGIN` eye-to-mouth distances larger on every side, at :data:`PRE_CROP_OVERSAMPLE` times
@@ -649,10 +649,3 @@ def track_video(path, end: float | None = None, all_faces: bool = False, progres
         frames = prefetch(frame for _, _, frame in iter_video_frames(path, end=end, size=size, lazy=every > 1))
         return tracker.track(frames, all_faces=all_faces, progress=progress, every=every), fps
 
-
-def crop_video(path, track: FaceTrack, kind: str = "lower", size: tuple[int, int] | None = None,
-               end: float | None = None) -> np.ndarray:
-    """Decode ``path`` again (streaming) and cut the aligned ``kind`` crops of ``track``."""
-    from media.io import iter_video_frames, prefetch
-
-    return crop_faces(prefetch(frame for _, _, frame in iter_video_frames(path, end=end)), track, kind, size)

@@ -37,6 +37,7 @@ file cannot be read or written; PyAV's own exceptions never escape.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import queue
@@ -171,7 +172,23 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
 
 
 def _first_video_frame(path: PathLike) -> tuple[float, int] | None:
-    """Time (s) and quarter turns of the first decodable video frame; None if there is none."""
+    """Time (s) and quarter turns of the first decodable video frame; None if there is none.
+
+    Remembered per file (its path, size and modification time): probing, reading the audio and seeking all
+    need it, a pipeline does all three on one file, and each look decodes a frame (26 ms at 720p)."""
+    try:
+        st = os.stat(path)
+    except OSError:  # _open_input says why, as a MediaError
+        return _decode_first_video_frame(path)
+    return _first_video_frame_of(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_video_frame_of(path: str, size: int, mtime_ns: int) -> tuple[float, int] | None:
+    return _decode_first_video_frame(path)
+
+
+def _decode_first_video_frame(path: PathLike) -> tuple[float, int] | None:
     with _open_input(path) as container, _av_errors(path, "decode"):
         stream = _video_stream(container)
         if stream is None:
@@ -398,8 +415,9 @@ class LazyFrame:
         pictures give the grey of the RGB array and the identity."""
         if self._luma is not None:
             return self._luma()
-        rgb = np.asarray(self)
-        return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).round().astype(np.uint8), _IDENTITY
+        import cv2  # here, not at the top: readers of this module need not load OpenCV
+
+        return cv2.cvtColor(np.asarray(self), cv2.COLOR_RGB2GRAY), _IDENTITY
 
 
 def read_video(path: PathLike, start: float = 0.0, end: float | None = None,
@@ -731,8 +749,9 @@ def prefetch(items: Iterable[T], depth: int = PREFETCH) -> Iterator[T]:
 
     Chained prefetches let decoding, per-frame work and encoding overlap on several cores, as far as their
     heavy parts (FFmpeg, OpenCV, torch, MediaPipe) leave the GIL free; docs/performance.md measures what it
-    gains. An exception in the producer is raised here, after the items produced before it. When the consumer stops early, the producer stops at its next item, and
-    ``items`` is closed in its thread (a decoder's file with it).
+    gains. An exception in the producer is raised here, after the items produced before it. When the consumer
+    stops early, the producer stops at its next item, and ``items`` is closed in its thread (a decoder's file
+    with it).
     """
     waiting: queue.Queue = queue.Queue(depth)
     stop = threading.Event()

@@ -36,7 +36,7 @@ import numpy as np
 from media.errors import AVStudioError
 
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
-           "settings", "resolve_max_seconds", "native_bfloat16", "check_files", "prepare_out_path", "read_photo",
+           "settings", "resolve_max_seconds", "resolve_bfloat16", "check_files", "prepare_out_path", "read_photo",
            "scaled_note", "read_audio_within",
            "load_pretrained", "timed", "run_cli", "cli_model", "loaded"]
 
@@ -181,10 +181,16 @@ class PipelineOutput:
         raise NotImplementedError
 
 
+def resolve_bfloat16(setting: bool | None) -> bool:
+    """Whether a network runs in bfloat16 under a pipeline's NETWORK_BFLOAT16 ``setting``: as set, or where it is
+    None, whether this CPU computes bfloat16 natively (:func:`native_bfloat16`)."""
+    return native_bfloat16() if setting is None else setting
+
+
 @lru_cache(maxsize=1)
 def native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX; elsewhere oneDNN emulates it, slower
-    than float32): where a pipeline's NETWORK_BFLOAT16 is None, its network runs in bfloat16 when this is True."""
+    than float32)."""
     import torch
 
     caps = torch.cpu.get_capabilities()

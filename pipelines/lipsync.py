@@ -62,10 +62,10 @@ from pipelines.common import (
     cli_model,
     load_pretrained,
     loaded,
-    native_bfloat16,
     prepare_out_path,
     read_audio_within,
     read_photo,
+    resolve_bfloat16,
     resolve_max_seconds,
     run_cli,
     scaled_note,
@@ -89,7 +89,7 @@ BATCH = 8  # frames per network call: with channels-last weights 8 runs faster t
 TRACK_EVERY = 2
 # The generator runs in bfloat16 (torch.autocast) where the CPU computes it natively: half the network time on
 # the benchmark CPU, output within 2 grey levels of float32 (docs/performance.md). None: where the CPU computes
-# it natively (pipelines.common.native_bfloat16); False: always float32.
+# it natively (pipelines.common.resolve_bfloat16); False: always float32.
 NETWORK_BFLOAT16: bool | None = None
 
 
@@ -135,8 +135,8 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
 
 def use_bfloat16() -> bool:
-    """NETWORK_BFLOAT16, or where it is None whether this CPU computes bfloat16 natively (native_bfloat16)."""
-    return native_bfloat16() if NETWORK_BFLOAT16 is None else NETWORK_BFLOAT16
+    """Whether the network runs in bfloat16: NETWORK_BFLOAT16, resolved by pipelines.common.resolve_bfloat16."""
+    return resolve_bfloat16(NETWORK_BFLOAT16)
 
 
 def is_photo(path) -> bool:

@@ -43,8 +43,8 @@ from pipelines.common import (
     cli_model,
     load_pretrained,
     loaded,
-    native_bfloat16,
     prepare_out_path,
+    resolve_bfloat16,
     resolve_max_seconds,
     run_cli,
     settings,
@@ -66,7 +66,7 @@ MIN_CONFIDENCE = 0.05
 TRACK_EVERY = 3
 # The discriminator runs in bfloat16 (torch.autocast) where the CPU computes it natively: a third of its time,
 # the same offsets on 70 held-out cases (benchmarks/results/offset_recovery.json; docs/performance.md). None:
-# where the CPU computes it natively (pipelines.common.native_bfloat16); False: always float32.
+# where the CPU computes it natively (pipelines.common.resolve_bfloat16); False: always float32.
 NETWORK_BFLOAT16: bool | None = None
 
 
@@ -220,8 +220,8 @@ def check_sync(video: str | Path, *, out_path: str | Path | None = None, model: 
 
 
 def use_bfloat16() -> bool:
-    """NETWORK_BFLOAT16, or where it is None whether this CPU computes bfloat16 natively (native_bfloat16)."""
-    return native_bfloat16() if NETWORK_BFLOAT16 is None else NETWORK_BFLOAT16
+    """Whether the network runs in bfloat16: NETWORK_BFLOAT16, resolved by pipelines.common.resolve_bfloat16."""
+    return resolve_bfloat16(NETWORK_BFLOAT16)
 
 
 def _read_clip(video: Path, max_seconds: float):

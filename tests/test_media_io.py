@@ -325,9 +325,7 @@ def test_real_video_without_audio(media):
     _raises_media_error(read_audio, path, "no audio")
 
 
-def test_rotated_video_is_read_upright(tmp_path):
-    """A phone-style display rotation is applied on reading and kept by mux_audio."""
-    path = tmp_path / "rotated.mp4"
+def _write_rotated(path):
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
@@ -339,6 +337,12 @@ def test_rotated_video_is_read_upright(tmp_path):
             frame.pts = k
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+
+
+def test_rotated_video_is_read_upright(tmp_path):
+    """A phone-style display rotation is applied on reading and kept by mux_audio."""
+    path = tmp_path / "rotated.mp4"
+    _write_rotated(path)
     info = probe(path)
     assert (info.width, info.height) == (32, 64)
     frames, _ = read_video(path)
@@ -439,3 +443,12 @@ def test_luma_is_the_grey_of_the_rgb_without_converting(tmp_path):
         assert np.abs(table[plane] - grey).mean() < 1.5
         assert table[plane].std() == pytest.approx(grey.std(), rel=0.03)  # video range (16-235) stretched to 0-255
         assert plane.std() < 0.9 * grey.std()  # (the plane itself is not)
+
+
+def test_a_file_written_again_is_probed_again(tmp_path):
+    """The first frame's time and rotation are remembered per file, and forgotten when the file changes."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, [np.zeros((32, 64, 3), np.uint8)] * 3, 25)
+    assert (probe(path).width, probe(path).height) == (64, 32)
+    _write_rotated(path)  # the same name, now a phone video turned by 90 degrees
+    assert (probe(path).width, probe(path).height) == (32, 64)
