@@ -38,7 +38,7 @@ from media.errors import AVStudioError
 __all__ = ["AVStudioError", "ModelLoadError", "PipelineOutput", "Progress", "SettingsError", "Settings",
            "settings", "resolve_max_seconds", "resolve_bfloat16", "check_files", "prepare_out_path", "read_photo",
            "scaled_note", "read_audio_within",
-           "load_pretrained", "timed", "run_cli", "cli_model", "loaded"]
+           "load_pretrained", "fold_batchnorm", "timed", "run_cli", "cli_model", "loaded"]
 
 Progress = Callable[[float, str], None]
 MODELS = Path(__file__).resolve().parents[1] / "models" / "weights"
@@ -281,9 +281,11 @@ _LOADING: dict[tuple, threading.Lock] = {}
 _LOADING_GUARD = threading.Lock()
 
 
-def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None = None):
+def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None = None, prepare=None):
     """``model_cls.from_pretrained(dir_or_repo, subfolder=...)``, once per process; any failure (missing
     folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded.
+    ``prepare(model) -> model``, given, readies it for inference (:func:`fold_batchnorm`, a memory layout) once,
+    before any caller sees it.
 
     Thread-safe: a second caller of a model being loaded (the app loads models in the background while it
     serves) waits for that load instead of starting another; callers of other models do not wait."""
@@ -294,8 +296,27 @@ def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | Non
         lock = _LOADING.setdefault(key, threading.Lock())
     with lock:
         if key not in _LOADED:
-            _LOADED[key] = _load_pretrained(model_cls, dir_or_repo, what, subfolder)
+            model = _load_pretrained(model_cls, dir_or_repo, what, subfolder)
+            _LOADED[key] = prepare(model) if prepare else model
     return _LOADED[key]
+
+
+def fold_batchnorm(model):
+    """Inference only: each BatchNorm2d that follows a Conv2d in an ``nn.Sequential`` folded into that
+    convolution (its running statistics become the convolution's weights and bias; the BatchNorm becomes an
+    Identity). The same outputs to float rounding, one pass over the activations fewer per layer; under bfloat16
+    autocast the lip-sync generator runs 2.3 times as fast (docs/performance.md). In place; returns ``model``,
+    in eval mode."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model.eval()
+    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if isinstance(seq[i], torch.nn.Conv2d) and isinstance(seq[i + 1], torch.nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+                seq[i + 1] = torch.nn.Identity()
+    return model
 
 
 def _load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | None):

@@ -41,6 +41,7 @@ from pipelines.common import (
     Progress,
     check_files,
     cli_model,
+    fold_batchnorm,
     load_pretrained,
     loaded,
     prepare_out_path,
@@ -122,7 +123,8 @@ def load_model(dir_or_repo: str | Path | None = None) -> SyncNet:
     (a folder or Hugging Face Hub repo id)."""
     from models.syncnet import SyncNet
 
-    return load_pretrained(SyncNet, str(dir_or_repo or settings().sync_check), "sync discriminator")
+    return load_pretrained(SyncNet, str(dir_or_repo or settings().sync_check), "sync discriminator",
+                           prepare=fold_batchnorm)
 
 
 def baseline_offset(mouth_opening: np.ndarray, audio: np.ndarray, fps: float, max_shift: int = MAX_SHIFT) -> int:

@@ -120,3 +120,33 @@ def test_cli_exit_status_and_streams(capsys):
     assert "error: could not write" in capsys.readouterr().err
     with pytest.raises(ZeroDivisionError):  # a bug is not the user's mistake: it keeps its traceback
         _cli(["in"], ZeroDivisionError("bug"))
+
+
+def test_folded_batchnorm_gives_the_same_outputs_and_leaves_none():
+    """pipelines.common.fold_batchnorm on both networks that have BatchNorms (trained statistics, not the
+    initial ones): the same outputs to float rounding, and no BatchNorm left. The pipelines load them folded."""
+    import torch
+
+    from models.lipsync import LipSyncNet
+    from models.syncnet import SyncNet
+    from pipelines.common import fold_batchnorm
+
+    torch.manual_seed(0)
+    for cls, loader in ((LipSyncNet, lipsync.load_model), (SyncNet, sync_check.load_model)):
+        model = cls.from_pretrained()
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        folded = fold_batchnorm(cls.from_pretrained().train())
+        assert not folded.training
+        for net in (folded, loader()):
+            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+        with torch.no_grad():
+            if cls is LipSyncNet:
+                args = torch.rand(4, 5, 64, 128), torch.randn(4, 13, 16)
+                pairs = [(model.generate(*args), folded.generate(*args))]
+            else:
+                video, mel = torch.randn(4, 5, 48, 96), torch.randn(4, 80, 16)
+                pairs = [(model.embed_video(video), folded.embed_video(video)),
+                         (model.embed_audio(mel), folded.embed_audio(mel))]
+        for a, b in pairs:
+            assert a.abs().max() > 0.1
+            assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
