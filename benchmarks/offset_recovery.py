@@ -31,7 +31,6 @@ from media.io import mux_audio, read_audio
 from models.provenance import save_results, shown_path
 from models.syncnet import (
     DEFAULT_WEIGHTS,
-    SyncNet,
     embed_video_windows,
     normalize_mel,
     prepare_clip,
@@ -42,6 +41,7 @@ from pipelines.sync_check import (
     TRACK_EVERY,
     SyncCheckError,
     baseline_offset,
+    load_model,
     use_bfloat16,
 )
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     paths = dict(spec.partition("=")[::2] for spec in args.model)
     if args.runs:
         paths.update({f"{args.runs.name}/{s}": str(args.runs / s) for s in STAGES if (args.runs / s).is_dir()})
-    models = {name: SyncNet.from_pretrained(path) for name, path in paths.items()}
+    models = {name: load_model(path) for name, path in paths.items()}  # as the Sync check loads them (folded)
     clips = sorted(p for p in (args.media / "talking_video").glob("*.mp4") if p.name.split("_")[0] in args.holdout_source)
     if not clips:
         print(f"error: no clip of {args.holdout_source} under {args.media / 'talking_video'}", file=sys.stderr)
