@@ -7,7 +7,7 @@ The clip: ``talking_video/edtalk_uncrop_Obama.mp4`` (450 x 450, 25 fps), its fir
 scaled (bicubic) to 256 x 256, and to 720 and 1080 lines with the sides filled by reflection to 16:9
 (1280 x 720, 1920 x 1080), as a phone or camera records a speaker; written once, near-losslessly (H.264,
 CRF 10). The speech: another speaker (``pcavs_Audio_Source_741400104.mp4``), cut to the clip.
-Parts (``--parts``, default all): ``startup``, ``lipsync``, ``encoder``, ``sync_check``, ``music_face``, ``warp``,
+Parts (``--parts``, default all): ``startup``, ``network``, ``lipsync``, ``encoder``, ``sync_check``, ``music_face``, ``warp``,
 ``memory``; see each function. Per size: the lip-sync pipeline's in-process time split into its parts (``benchmarks.lipsync.measure``: the
 fastest of ``--repeat`` runs, the model loaded once), the real-time factor (time / output seconds) and the
 ratio to the plain transcode; and libx264's presets and quality settings on the same frames (encoding time,
@@ -264,6 +264,41 @@ def sync_check_speed(video: Path, model, repeat: int) -> dict:
             "x_plain_decode": best["total"] / min(decode)}
 
 
+NETWORK_BATCHES = 30  # network: timed batches of ls.BATCH crops, after 3 untimed
+
+
+def network_speed(where: str) -> dict:
+    """The lip-sync generator alone, milliseconds a frame (the median of NETWORK_BATCHES batches of ls.BATCH
+    random crops and MFCC windows): the weights as stored (channels-last) and as the pipeline loads them (also
+    with the BatchNorms folded, ``pipelines.common.fold_batchnorm``), in float32 and, where this CPU computes
+    it natively, bfloat16; with the largest difference of each output from the stored weights' float32 one."""
+    import torch
+
+    from models.lipsync import LipSyncNet
+
+    torch.manual_seed(0)
+    reference, mfcc = torch.rand(ls.BATCH, 5, 64, 128), torch.randn(ls.BATCH, 13, 16)
+    models = {"as_stored": LipSyncNet.from_pretrained(where).to(memory_format=torch.channels_last),
+              "as_loaded": ls.load_model(where)}
+    out: dict = {"batch": ls.BATCH, "native_bfloat16": ls.use_bfloat16()}
+    with torch.no_grad():
+        exact = models["as_stored"].generate(reference, mfcc)
+        for name, model in models.items():
+            for dtype in ("float32", "bfloat16") if out["native_bfloat16"] else ("float32",):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                    times = []
+                    for k in range(3 + NETWORK_BATCHES):
+                        t = time.perf_counter()
+                        y = model.generate(reference, mfcc).float()
+                        if k >= 3:
+                            times.append(time.perf_counter() - t)
+                out[f"{name}.{dtype}"] = {"ms_per_frame": 1000 * float(np.median(times)) / ls.BATCH,
+                                          "max_abs_diff": float((y - exact).abs().max())}
+                print(f"network {name} {dtype}: {out[f'{name}.{dtype}']['ms_per_frame']:.2f} ms a frame",
+                      file=sys.stderr, flush=True)
+    return out
+
+
 HEADLINE_SIZE = "720"  # the README's headline speeds: each pipeline on 720p input
 HEADLINE_PHOTO_SIDE = 1280  # music to face: the photo scaled to a 720p frame's long side
 
@@ -363,7 +398,7 @@ def peak_memory(media: Path, folder: Path, lengths=MEMORY_SECONDS) -> dict:
     return {"clip": MEMORY_CLIP, "size": list(SIZES["1080"]), "music": MEMORY_MUSIC, "by_length": out}
 
 
-PARTS = ("startup", "lipsync", "encoder", "sync_check", "headline", "music_face", "warp", "memory")
+PARTS = ("startup", "network", "lipsync", "encoder", "sync_check", "headline", "music_face", "warp", "memory")
 
 
 def main(argv=None) -> int:
@@ -383,6 +418,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         if "startup" in parts:
             results["startup"] = startup(media, tmp)
+        if "network" in parts:
+            results["network"] = network_speed(where.lipsync)
         lipsync_model = ls.load_model(where.lipsync) if "lipsync" in parts else None
         sync_model = sc.load_model(where.sync_check) if "sync_check" in parts else None
         for name in args.sizes if parts & {"lipsync", "encoder", "sync_check", "headline"} else []:
