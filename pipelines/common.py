@@ -304,9 +304,9 @@ def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | Non
 def fold_batchnorm(model):
     """Inference only: each BatchNorm2d that follows a Conv2d in an ``nn.Sequential`` folded into that
     convolution (its running statistics become the convolution's weights and bias; the BatchNorm becomes an
-    Identity). The same outputs to float rounding, one pass over the activations fewer per layer; under bfloat16
-    autocast the lip-sync generator runs 2.3 times as fast (docs/performance.md). In place; returns ``model``,
-    in eval mode."""
+    Identity). The same outputs to float rounding, one pass over the activations fewer per layer: the lip-sync
+    generator in float32 took 5-12 % less time; in bfloat16 no gain beyond the noise (docs/performance.md).
+    In place; returns ``model``, in eval mode."""
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
