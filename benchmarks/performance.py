@@ -264,14 +264,16 @@ def sync_check_speed(video: Path, model, repeat: int) -> dict:
             "x_plain_decode": best["total"] / min(decode)}
 
 
-NETWORK_BATCHES = 30  # network: timed batches of ls.BATCH crops, after 3 untimed
+NETWORK_BATCHES = 30  # network: timed batches of ls.BATCH crops per model, after 3 untimed
 
 
 def network_speed(where: str) -> dict:
     """The lip-sync generator alone, milliseconds a frame (the median of NETWORK_BATCHES batches of ls.BATCH
     random crops and MFCC windows): the weights as stored (channels-last) and as the pipeline loads them (also
     with the BatchNorms folded, ``pipelines.common.fold_batchnorm``), in float32 and, where this CPU computes
-    it natively, bfloat16; with the largest difference of each output from the stored weights' float32 one."""
+    it natively, bfloat16; with the largest difference of each output from the stored weights' float32 one.
+    The two models take turns batch by batch: timed one after the other, the first one timed in a process ran
+    slower for dozens of batches (docs/performance.md)."""
     import torch
 
     from models.lipsync import LipSyncNet
@@ -283,17 +285,19 @@ def network_speed(where: str) -> dict:
     out: dict = {"batch": ls.BATCH, "native_bfloat16": ls.use_bfloat16()}
     with torch.no_grad():
         exact = models["as_stored"].generate(reference, mfcc)
-        for name, model in models.items():
-            for dtype in ("float32", "bfloat16") if out["native_bfloat16"] else ("float32",):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-                    times = []
-                    for k in range(3 + NETWORK_BATCHES):
+        for dtype in ("float32", "bfloat16") if out["native_bfloat16"] else ("float32",):
+            times: dict[str, list[float]] = {name: [] for name in models}
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                for k in range(3 + NETWORK_BATCHES):
+                    for name, model in models.items():
                         t = time.perf_counter()
                         y = model.generate(reference, mfcc).float()
                         if k >= 3:
-                            times.append(time.perf_counter() - t)
-                out[f"{name}.{dtype}"] = {"ms_per_frame": 1000 * float(np.median(times)) / ls.BATCH,
-                                          "max_abs_diff": float((y - exact).abs().max())}
+                            times[name].append(time.perf_counter() - t)
+                        elif k == 0:
+                            out[f"{name}.{dtype}"] = {"max_abs_diff": float((y - exact).abs().max())}
+            for name in models:
+                out[f"{name}.{dtype}"]["ms_per_frame"] = 1000 * float(np.median(times[name])) / ls.BATCH
                 print(f"network {name} {dtype}: {out[f'{name}.{dtype}']['ms_per_frame']:.2f} ms a frame",
                       file=sys.stderr, flush=True)
     return out
