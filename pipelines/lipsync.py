@@ -130,8 +130,8 @@ def load_model(dir_or_repo: str | Path | None = None) -> LipSyncNet:
 
     # Readied once, as it loads: the weights laid out channels-last (as LipSyncNet.generate lays out its inputs;
     # 40 % less network time on this CPU) and the BatchNorms folded into their convolutions
-    # (pipelines.common.fold_batchnorm: 5-12 % less in float32, no gain seen in bfloat16). Both give the same
-    # output to 1e-6 in float32 (docs/performance.md).
+    # (pipelines.common.fold_batchnorm: 8-15 % less in float32, 7-11 % in bfloat16). Both give the same output
+    # to 1e-6 in float32 (docs/performance.md).
     return load_pretrained(LipSyncNet, str(dir_or_repo or settings().lipsync), "lip-sync model",
                            prepare=lambda model: fold_batchnorm(model).to(memory_format=torch.channels_last))
 
