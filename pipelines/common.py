@@ -285,7 +285,7 @@ def load_pretrained(model_cls, dir_or_repo: str, what: str, subfolder: str | Non
     """``model_cls.from_pretrained(dir_or_repo, subfolder=...)``, once per process; any failure (missing
     folder, offline Hub, wrong files) becomes one clear :class:`ModelLoadError` naming what was loaded.
     ``prepare(model) -> model``, given, readies it for inference (:func:`fold_batchnorm`, a memory layout) once,
-    before any caller sees it.
+    before any caller sees it (the first load's ``prepare`` holds for the process: one loader per model).
 
     Thread-safe: a second caller of a model being loaded (the app loads models in the background while it
     serves) waits for that load instead of starting another; callers of other models do not wait."""
