@@ -406,8 +406,10 @@ class LazyFrame:
         return rgb.copy() if copy and rgb is self._rgb else rgb
 
     def luma(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(plane, table)``: the frame's grey is ``table[plane]``, ``H x W`` uint8, its ITU-R BT.601 luma in
-        the RGB array's 0-255 range (0.299 R + 0.587 G + 0.114 B, within about a grey level).
+        """``(plane, table)``: the frame's grey is ``table[plane]``, ``H x W`` uint8, its luma in the RGB array's
+        0-255 range. For a picture tagged BT.601 or untagged (FFmpeg's RGB conversion then uses BT.601 too) that is
+        0.299 R + 0.587 G + 0.114 B within about a grey level; a picture tagged BT.709 (much HD video)
+        gives BT.709's luma (0.2126 R + 0.7152 G + 0.0722 B), not converted.
 
         An 8-bit YUV picture (libx264's output, phones') gives its own luma plane, upright, possibly a
         read-only view, and the table that stretches video range (16-235) to 0-255: no RGB conversion is
