@@ -8,6 +8,11 @@ One convention, used everywhere in the project:
   sample ``m * HOP``), values in dB (``10 * log10(power)``, floored at -100 dB);
 * MFCC: 13 coefficients computed from that log-mel.
 
+The features are librosa's (``stft`` with a periodic Hann window and zero padding, ``filters.mel`` with Slaney's
+scale and norm, ``feature.mfcc``, ``feature.rms``) computed with NumPy alone: importing librosa's feature and
+filter modules takes over a second (SciPy's signal package, Numba), which every command that reads speech paid
+on its first call. ``tests/test_features.py`` checks them against librosa.
+
 A video frame ``i`` at ``fps`` starts at ``i / fps`` seconds, i.e. at feature frame
 ``i * MEL_FPS / fps``. At 25 fps five video frames (0.2 s) span exactly 16 feature frames, the
 audio window of the sync discriminator (``SYNC_MEL_FRAMES``).
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
 
 SAMPLE_RATE = 16000
@@ -34,9 +38,77 @@ SYNC_VIDEO_FPS = 25.0  # ... on a 25 fps grid whatever the source frame rate (0.
 DB_FLOOR = -100.0
 
 
+# Slaney's mel scale: 200/3 Hz a mel up to 1 kHz, then a factor of 6.4 every 27 mels
+_MEL_SPACING, _MEL_LOG_HZ, _MEL_LOG_STEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale (librosa's ``hz_to_mel`` with ``htk=False``): linear to 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MEL_LOG_HZ / _MEL_SPACING + np.log(np.maximum(hz, 1e-10) / _MEL_LOG_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_LOG_HZ, log_part, hz / _MEL_SPACING)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    log_mel0 = _MEL_LOG_HZ / _MEL_SPACING
+    return np.where(mel >= log_mel0, _MEL_LOG_HZ * np.exp(_MEL_LOG_STEP * (mel - log_mel0)), _MEL_SPACING * mel)
+
+
+@lru_cache(maxsize=8)
+def mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) float32 triangular filters on Slaney's mel scale with Slaney's area norm:
+    ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``. Read-only (cached)."""
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(sr / 2 if fmax is None else fmax), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    weights = np.zeros((n_mels, len(bins)), np.float32)
+    for i in range(n_mels):
+        weights[i] = np.maximum(0.0, np.minimum(-ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    weights.flags.writeable = False
+    return weights
+
+
+def _frames(audio: np.ndarray, length: int, hop: int, center: bool) -> np.ndarray:
+    """(T, length) frames of ``audio`` every ``hop`` samples (a view). Centred: padded with length // 2 zeros on
+    each side, frame ``m`` centred on sample ``m * hop``, ``T = 1 + len // hop``; else ``T = 1 + (len -
+    length) // hop`` (none when shorter than one frame)."""
+    if center:
+        audio = np.pad(audio, length // 2)
+    elif len(audio) < length:
+        return np.zeros((0, length), audio.dtype)
+    return np.lib.stride_tricks.sliding_window_view(audio, length)[::hop]
+
+
+def stft_power(audio: np.ndarray, n_fft: int, hop_length: int, win_length: int | None = None,
+               center: bool = True) -> np.ndarray:
+    """(1 + n_fft // 2, T) float32 power spectrogram ``|STFT|^2``, as ``np.abs(librosa.stft(...)) ** 2``: a
+    periodic Hann window of ``win_length`` (default ``n_fft``) centred in each ``n_fft`` frame, zero padding
+    when ``center``; the FFT in float64, kept as complex64 as librosa does."""
+    win_length = n_fft if win_length is None else win_length
+    window = np.zeros(n_fft)
+    left = (n_fft - win_length) // 2
+    window[left:left + win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
+    frames = _frames(np.asarray(audio, np.float32), n_fft, hop_length, center)
+    spec = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
+    return (np.abs(spec) ** 2).astype(np.float32).T
+
+
 @lru_cache(maxsize=4)
-def _mel_basis(sr: int) -> np.ndarray:
-    return librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX).astype(np.float32)
+def _dct_matrix(n_out: int, n_in: int) -> np.ndarray:
+    k, n = np.arange(n_out)[:, None], np.arange(n_in)[None, :]
+    basis = np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_in))
+    basis[0] /= np.sqrt(2.0)
+    basis.flags.writeable = False
+    return basis
+
+
+def cepstrum(db: np.ndarray, n: int) -> np.ndarray:
+    """(n, T) float32: the first ``n`` coefficients of the orthonormal DCT-II of ``db`` (bins x T) over its bins,
+    the MFCC of a log-mel (``librosa.feature.mfcc(S=db, n_mfcc=n)``, to float32 rounding)."""
+    return (_dct_matrix(n, db.shape[0]) @ db).astype(np.float32)
 
 
 def log_mel(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -49,20 +121,20 @@ def log_mel(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1:
         raise ValueError("log_mel expects mono audio (1-D array)")
-    spec = librosa.stft(audio, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, center=True)
-    power = (np.abs(spec) ** 2).astype(np.float32)
-    mel = _mel_basis(sr) @ power
+    mel = mel_filters(sr, N_FFT, N_MELS, FMIN, FMAX) @ stft_power(audio, N_FFT, HOP_LENGTH, WIN_LENGTH)
     return np.maximum(10.0 * np.log10(np.maximum(mel, 1e-10)), DB_FLOOR).astype(np.float32)
 
 
 def mfcc(audio: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = N_MFCC) -> np.ndarray:
     """MFCC (n_mfcc x T) from the shared log-mel, frame-aligned with :func:`log_mel`."""
-    return librosa.feature.mfcc(S=log_mel(audio, sr), n_mfcc=n_mfcc).astype(np.float32)
+    return cepstrum(log_mel(audio, sr), n_mfcc)
 
 
 def loudness_envelope(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """RMS loudness in dB per feature frame, frame-aligned with :func:`log_mel`."""
-    rms = librosa.feature.rms(y=np.asarray(audio, np.float32), frame_length=WIN_LENGTH, hop_length=HOP_LENGTH, center=True)[0]
+    """RMS loudness in dB per feature frame, frame-aligned with :func:`log_mel` (``librosa.feature.rms`` of
+    centred WIN_LENGTH frames)."""
+    frames = _frames(np.asarray(audio, np.float32), WIN_LENGTH, HOP_LENGTH, center=True)
+    rms = np.sqrt(np.mean(frames ** 2, axis=1))
     return (20.0 * np.log10(np.maximum(rms, 1e-5))).astype(np.float32)
 
 

@@ -226,7 +226,7 @@ def mfcc_points(audio: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = 13) -> n
     """(n_mfcc, T) MFCC with one time point per 100 ms, T = floor(duration / 0.1 s): point t starts at
     0.1 t s and its spectrum is the 128 ms FFT frame from there (the audio is padded with silence at the
     end so that the last full 100 ms has its point). Audio shorter than 100 ms gives T = 0."""
-    import librosa
+    from media.features import cepstrum, mel_filters, stft_power
 
     hop = round(POINT_SECONDS * sr)
     n_fft = round(N_FFT_SECONDS * sr)
@@ -235,8 +235,11 @@ def mfcc_points(audio: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = 13) -> n
         return np.zeros((n_mfcc, 0), np.float32)
     n_points = len(audio) // hop
     padded = np.pad(audio[:n_points * hop], (0, n_fft - hop))
-    m = librosa.feature.mfcc(y=padded, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, win_length=hop, hop_length=hop,
-                             center=False, n_mels=40, fmax=sr / 2)
+    # librosa.feature.mfcc(y=padded, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, win_length=hop, hop_length=hop,
+    # center=False, n_mels=40, fmax=sr / 2): the mel power in dB, floored 80 dB below its peak, then the DCT
+    mel = mel_filters(sr, n_fft, 40, 0.0, sr / 2) @ stft_power(padded, n_fft, hop, win_length=hop, center=False)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10))
+    m = cepstrum(np.maximum(db, db.max() - 80.0), n_mfcc)
     return m[:, :n_points].astype(np.float32)
 
 

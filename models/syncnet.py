@@ -323,6 +323,13 @@ def embed_audio_windows(model: SyncNet, mel: np.ndarray, n_frames: int, fps: flo
     return a.numpy(), a_inside
 
 
+def median_filter(x: np.ndarray, size: int) -> np.ndarray:
+    """The running median of 1-D ``x`` over ``size`` (odd) values, zeros beyond its ends: ``scipy.signal.medfilt``,
+    whose import (SciPy's signal package) takes half a second of a command's first check."""
+    padded = np.pad(x, size // 2)
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, size), axis=1).astype(x.dtype, copy=False)
+
+
 def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: int = 15,
                   a_inside: np.ndarray | None = None) -> dict:
     """SyncNet's offset search over embeddings from :func:`embed_video_windows` and
@@ -336,8 +343,6 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
     curve minus the frame's distance at the chosen offset, median-filtered over 9 frames as in
     SyncNet; NaN where the frame has no valid window).
     """
-    from scipy.signal import medfilt
-
     n = len(v)
     shifts = np.arange(-max_shift, max_shift + 1)
     rows = np.flatnonzero(valid)
@@ -357,7 +362,7 @@ def offset_search(v: np.ndarray, a: np.ndarray, valid: np.ndarray, max_shift: in
     frame_conf = np.full(n, np.nan, dtype=np.float32)
     ok = np.isfinite(dist[:, best])
     fconf = median - dist[ok, best]
-    frame_conf[rows[ok]] = medfilt(fconf, kernel_size=9) if len(fconf) >= 9 else fconf
+    frame_conf[rows[ok]] = median_filter(fconf, 9) if len(fconf) >= 9 else fconf
     return {
         "offset_frames": int(shifts[best]),
         "min_dist": float(curve[best]),

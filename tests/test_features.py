@@ -1,10 +1,31 @@
 """The shared audio-feature convention and the video-frame <-> feature-frame mapping."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from media.features import (HOP_LENGTH, MEL_FPS, N_MELS, SAMPLE_RATE, SYNC_MEL_FRAMES, frame_to_mel, log_mel,
-                            loudness_envelope, mel_to_frame, mel_windows, mfcc)
+from media.features import (
+    FMAX,
+    FMIN,
+    HOP_LENGTH,
+    MEL_FPS,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    SYNC_MEL_FRAMES,
+    frame_to_mel,
+    log_mel,
+    loudness_envelope,
+    mel_filters,
+    mel_to_frame,
+    mel_windows,
+    mfcc,
+)
 from media.io import read_audio
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_25fps_five_frames_are_sixteen_mel_frames():
@@ -55,3 +76,59 @@ def test_mel_windows_pad_outside_with_fill():
     assert np.array_equal(w[1][:, :10], mel[:, 30:40]) and np.all(w[1][:, 10:] == -4.0)
     assert np.all(w[2][:, :5] == -4.0) and np.array_equal(w[2][:, 5:], mel[:, :11])
     assert np.all(w[3] == -4.0)
+
+
+def _librosa_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log-mel, MFCC, loudness in dB) as librosa computes them with this project's settings."""
+    import librosa
+
+    spec = librosa.stft(audio, n_fft=N_FFT, hop_length=HOP_LENGTH, center=True)
+    basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    mel = np.maximum(10 * np.log10(np.maximum(basis @ (np.abs(spec) ** 2).astype(np.float32), 1e-10)), -100.0)
+    rms = librosa.feature.rms(y=audio, frame_length=N_FFT, hop_length=HOP_LENGTH, center=True)[0]
+    return mel.astype(np.float32), librosa.feature.mfcc(S=mel.astype(np.float32), n_mfcc=13), \
+        20 * np.log10(np.maximum(rms, 1e-5))
+
+
+@pytest.mark.parametrize("n", [1, 399, 800, 801, 16000 + 123])
+def test_features_are_librosas_at_any_length(n):
+    audio = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    mel, cepstra, loudness = _librosa_features(audio)
+    assert np.array_equal(log_mel(audio), mel)
+    assert np.allclose(mfcc(audio), cepstra, rtol=1e-5, atol=1e-3)
+    assert np.array_equal(loudness_envelope(audio), loudness.astype(np.float32))
+
+
+@pytest.mark.media
+def test_features_are_librosas_on_real_speech(media):
+    audio = read_audio(media / "speech" / min(p.name for p in (media / "speech").glob("*.wav")), sr=SAMPLE_RATE)
+    mel, cepstra, loudness = _librosa_features(audio)
+    assert np.array_equal(log_mel(audio), mel)
+    assert np.allclose(mfcc(audio), cepstra, rtol=1e-5, atol=1e-3)  # float32 rounding only
+    assert np.array_equal(loudness_envelope(audio), loudness.astype(np.float32))
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(16000, 800, 80, 55.0, 7600.0), (16000, 2048, 40, 0.0, 8000.0),
+                                                          (22050, 2048, 128, 0.0, None)])
+def test_mel_filters_are_librosas(sr, n_fft, n_mels, fmin, fmax):
+    import librosa
+
+    assert np.array_equal(mel_filters(sr, n_fft, n_mels, fmin, fmax),
+                          librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+
+
+def test_speech_features_and_the_offset_search_import_neither_librosa_nor_scipy_signal():
+    """Their imports took over 1.5 s of every command's first run (docs/performance.md, "First runs")."""
+    code = """
+import sys
+import numpy as np
+from media.features import is_silent, log_mel, mfcc
+from models.syncnet import offset_search
+audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+mfcc(audio), log_mel(audio), is_silent(audio)
+v = np.random.default_rng(1).standard_normal((40, 8))
+offset_search(v, np.concatenate([np.zeros((15, 8)), v, np.zeros((15, 8))]), np.ones(40, bool))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("librosa", "numba") or m.startswith("scipy.signal")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"

@@ -58,6 +58,13 @@ def test_mfcc_points_every_100_ms_and_square_input(media):
     for n, points in ((1500, 0), (1700, 1), (16000, 10), (16001, 10)):  # one point per full 100 ms
         assert mfcc_points(audio[:n]).shape == (13, points)
     x = encoder_input(m, AudioEncoderConfig(), m.min(1), m.max(1))
+    # librosa's MFCC of the same frames (the points were computed with it before; now with NumPy alone)
+    import librosa
+
+    padded = np.pad(audio[:len(audio) // 1600 * 1600], (0, 2048 - 1600))
+    ref = librosa.feature.mfcc(y=padded, sr=SAMPLE_RATE, n_mfcc=13, n_fft=2048, win_length=1600, hop_length=1600,
+                               center=False, n_mels=40, fmax=SAMPLE_RATE / 2)[:, :m.shape[1]]
+    assert np.allclose(m, ref, rtol=1e-5, atol=1e-3)
     assert x.shape == (int(np.ceil(m.shape[1] / 16)), 3, 16, 16)
     assert x.min() >= 0 and x.max() <= 1
     assert np.all(x[:, :, 13:] == 0)  # coefficient axis padded with 0 to a square

@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from media.features import SAMPLE_RATE, SYNC_MEL_FRAMES, frame_to_mel
-from models.syncnet import offset_search, valid_windows, video_window_indices
+from models.syncnet import (
+    median_filter,
+    offset_search,
+    valid_windows,
+    video_window_indices,
+)
 from pipelines.sync_check import baseline_offset
 
 
@@ -59,3 +64,11 @@ def test_baseline_finds_a_loudness_shift():
         env = np.array([opening[min(max(j + k, 0), n - 1)] for j in range(n)])
         audio = (np.repeat(env, spf) * rng.normal(size=n * spf)).astype(np.float32)
         assert abs(baseline_offset(opening, audio, fps) - k) <= 1
+
+
+@pytest.mark.parametrize("n", [9, 10, 41, 275])
+def test_median_filter_is_scipys_medfilt(n):
+    from scipy.signal import medfilt
+
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    assert np.array_equal(median_filter(x, 9), medfilt(x, kernel_size=9))
