@@ -197,14 +197,19 @@ def native_bfloat16() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+_TIMED = threading.Lock()  # timed() may add to one step from several threads (lip sync's stages)
+
+
 @contextmanager
 def timed(timings: dict[str, float], step: str):
-    """Add the seconds the block takes to ``timings[step]``."""
+    """Add the seconds the block takes to ``timings[step]`` (safe from several threads at once)."""
     t = time.perf_counter()
     try:
         yield
     finally:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - t
+        seconds = time.perf_counter() - t
+        with _TIMED:
+            timings[step] = timings.get(step, 0.0) + seconds
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ the input's frame rate and resolution (longer sides scaled down to AVSTUDIO_MAX_
 long as the speech: a shorter video is extended by ping-pong looping (forward, backward, forward,
 ...), a longer one is cut, a photo is held. Frames without a face pass through unchanged; with
 several faces the largest one speaks. Video is streamed: memory holds the face landmarks and a
-few batches of frames, not the video; decoding, the mouth and encoding run side by side in three threads
-(``media.io.prefetch``), so the timings of the parts overlap (``encoding_and_decoding`` is what the total
-adds beyond preprocessing and the network).
+few batches of frames, not the video; decoding, the network's inputs (mouth blur, keypoint maps), the network
+with the paste, and encoding run side by side in four threads (``media.io.prefetch``), so the timings of the
+parts overlap (``encoding_and_decoding`` is what the total adds beyond preprocessing and the network).
 
     python -m pipelines.lipsync FACE SPEECH --out OUT.mp4 [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 """
@@ -84,6 +84,10 @@ OUTPUT_SR = 48000  # the speech is written at this rate (features use 16 kHz)
 PASTE_GROW = 0.35  # the pasted area: the lip hull widened by this many d, feathered
 PASTE_FEATHER = 4.0
 BATCH = 8  # frames per network call: with channels-last weights 8 runs faster than 16 on this CPU
+# The network's inputs (mouth blur, keypoint maps) of the next batch are made in their own thread while the
+# network and the paste work on this one: 12 % less time at 256 px, 4 % at 720p, the same at 1080p
+# (docs/performance.md). 0: in the painting thread.
+PREPARE_AHEAD = 1
 # The face mesh looks at every TRACK_EVERY-th frame of a video, the landmarks between interpolated
 # (media.face.FaceTracker.track): the crops' geometry and the lip keypoints are smoothed over 9 frames
 # anyway. Its cost in quality: benchmarks/results/lipsync_eval_track_every_2.json (docs/performance.md).
@@ -276,7 +280,8 @@ def lipsync(face, audio, *, out_path, model: LipSyncNet | None = None, max_secon
     painter = MouthPainter(model, source, windows, order, timings)
     # 4. generate the mouth frame by frame, paste it, and encode with the speech
     try:
-        # three threads: decoding, the mouth (blur, network, paste) and encoding run side by side
+        # four threads: decoding, the network's inputs, the network with the paste (MouthPainter.paint) and
+        # encoding run side by side
         frames = prefetch(painter.paint(prefetch(source.frames(order)), say))
         write_video(out_path, frames, source.fps, audio=speech_out, sr=OUTPUT_SR)
     except MediaError as err:
@@ -375,17 +380,29 @@ class MouthPainter:
         return np.mean(self.keypoints[self.source.track.found], axis=0)
 
     def paint(self, frames: Iterator[np.ndarray], say: Progress) -> Iterator[np.ndarray]:
-        """The output frames, in order."""
-        n_out = len(self.order)
+        """The output frames, in order. The network's inputs are made PREPARE_AHEAD batches ahead, in a thread of
+        their own."""
+        n_out, done = len(self.order), 0
+        batches = self._batches_with_inputs(frames)
+        for batch, inputs in (prefetch(batches, PREPARE_AHEAD) if PREPARE_AHEAD else batches):
+            yield from self._generate_and_paste(batch, inputs)
+            done += len(batch)
+            say(0.35 + 0.6 * done / n_out, "generating the mouth")
+
+    def _batches_with_inputs(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[list, list]]:
+        """(batch, inputs): BATCH (frame, output index) pairs and their network inputs (:meth:`_input`)."""
         batch: list[tuple[np.ndarray, int]] = []
         for k, frame in enumerate(frames):
             batch.append((frame, k))
             if len(batch) == BATCH:
-                yield from self._flush(batch)
+                yield batch, self._inputs(batch)
                 batch = []
-                say(0.35 + 0.6 * (k + 1) / n_out, "generating the mouth")
         if batch:
-            yield from self._flush(batch)
+            yield batch, self._inputs(batch)
+
+    def _inputs(self, batch: list[tuple[np.ndarray, int]]) -> list:
+        with timed(self.timings, "preprocessing"):
+            return [self._input(frame, k) for frame, k in batch]
 
     def _input(self, frame: np.ndarray, k: int):
         """(crop transform, network input, paste mask) of output frame k, or None without a face."""
@@ -416,11 +433,9 @@ class MouthPainter:
             x[4] = keypoint_map(base + self.deviation[k], CROP)
         return m, x, mask
 
-    def _flush(self, batch: list[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    def _generate_and_paste(self, batch: list[tuple[np.ndarray, int]], inputs: list) -> list[np.ndarray]:
         import torch
 
-        with timed(self.timings, "preprocessing"):
-            inputs = [self._input(frame, k) for frame, k in batch]
         todo = [(item, k) for item, (_, k) in zip(inputs, batch) if item is not None]
         crops = []
         if todo:

@@ -120,6 +120,26 @@ def test_clip_shorter_than_speech_is_played_forward_and_back(media, tmp_path):
     assert int(np.argmin(err)) in (n - 6, n - 5, n - 4)
 
 
+def test_inputs_made_in_their_own_thread_give_the_same_frames(media, speech_wav, tmp_path, monkeypatch):
+    """The network's inputs are made a batch ahead in another thread (PREPARE_AHEAD): the frames handed to the
+    encoder must be the ones made in the painting thread, in the same order. (The encoded files are compared
+    no further: libx264 with its threads and lookahead does not always encode the same frames the same way.)"""
+    model = ls.load_model()
+    written: dict[int, list[np.ndarray]] = {}
+
+    def keep(ahead):
+        def write_video(path, frames, fps, **kwargs):
+            written[ahead] = [np.array(f) for f in frames]
+        return write_video
+
+    for ahead in (0, 1):
+        monkeypatch.setattr(ls, "PREPARE_AHEAD", ahead)
+        monkeypatch.setattr(ls, "write_video", keep(ahead))
+        ls.lipsync(media / CLIP, speech_wav, out_path=tmp_path / "out.mp4", model=model)
+    assert len(written[0]) == len(written[1]) > 100
+    assert all(np.array_equal(a, b) for a, b in zip(written[0], written[1]))
+
+
 def test_clip_longer_than_speech_is_cut(media, tmp_path):
     short = tmp_path / "short.wav"
     write_audio(short, read_audio(media / SPEECH, sr=16000)[:16000], 16000)  # 1 s
