@@ -85,8 +85,8 @@ PASTE_GROW = 0.35  # the pasted area: the lip hull widened by this many d, feath
 PASTE_FEATHER = 4.0
 BATCH = 8  # frames per network call: with channels-last weights 8 runs faster than 16 on this CPU
 # The network's inputs (mouth blur, keypoint maps) of the next batch are made in their own thread while the
-# network and the paste work on this one: 12 % less time at 256 px, 4 % at 720p, the same at 1080p
-# (docs/performance.md). 0: in the painting thread.
+# network and the paste work on this one: 10-15 % less time at 256 px, 4-7 % at 720p, the same at 1080p, for up
+# to two more batches of frames in memory (docs/performance.md). 0: in the painting thread.
 PREPARE_AHEAD = 1
 # The face mesh looks at every TRACK_EVERY-th frame of a video, the landmarks between interpolated
 # (media.face.FaceTracker.track): the crops' geometry and the lip keypoints are smoothed over 9 frames
@@ -401,6 +401,7 @@ class MouthPainter:
             yield batch, self._inputs(batch)
 
     def _inputs(self, batch: list[tuple[np.ndarray, int]]) -> list:
+        """:meth:`_input` of each (frame, output index) of ``batch``, timed as preprocessing."""
         with timed(self.timings, "preprocessing"):
             return [self._input(frame, k) for frame, k in batch]
 
