@@ -253,9 +253,10 @@ def first_and_second_run(module: str, args: list[str], repeat: int) -> dict:
     for _ in range(repeat):
         t = time.time()  # first_run reports time.time() at the end of its first run
         proc = subprocess.run([sys.executable, "-m", "benchmarks.first_run", module, *args], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+                              capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"{module} {' '.join(args)} failed (exit status {proc.returncode})")
+            raise RuntimeError(f"{module} {' '.join(args)} failed (exit status {proc.returncode}): "
+                               f"{proc.stderr.strip()[-2000:]}")
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         first.append(report["first_run_end"] - t)
         second.append(report["second_run_s"])

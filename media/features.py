@@ -92,8 +92,14 @@ def stft_power(audio: np.ndarray, n_fft: int, hop_length: int, win_length: int |
     left = (n_fft - win_length) // 2
     window[left:left + win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
     frames = _frames(np.asarray(audio, np.float32), n_fft, hop_length, center)
-    spec = np.fft.rfft(frames * window, axis=1).astype(np.complex64)
-    return (np.abs(spec) ** 2).astype(np.float32).T
+    power = np.empty((n_fft // 2 + 1, len(frames)), np.float32)
+    for start in range(0, len(frames), _STFT_BLOCK):  # in blocks: the float64 FFT of 120 s at once is 120 MB
+        spec = np.fft.rfft(frames[start:start + _STFT_BLOCK] * window, axis=1).astype(np.complex64)
+        power[:, start:start + len(spec)] = (np.abs(spec) ** 2).T
+    return power
+
+
+_STFT_BLOCK = 1024  # frames per FFT call in stft_power
 
 
 @lru_cache(maxsize=4)
@@ -133,8 +139,10 @@ def mfcc(audio: np.ndarray, sr: int = SAMPLE_RATE, n_mfcc: int = N_MFCC) -> np.n
 def loudness_envelope(audio: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
     """RMS loudness in dB per feature frame, frame-aligned with :func:`log_mel` (``librosa.feature.rms`` of
     centred WIN_LENGTH frames)."""
-    frames = _frames(np.asarray(audio, np.float32), WIN_LENGTH, HOP_LENGTH, center=True)
-    rms = np.sqrt(np.mean(frames ** 2, axis=1))
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 1:
+        raise ValueError("loudness_envelope expects mono audio (1-D array)")
+    rms = np.sqrt(np.mean(_frames(audio, WIN_LENGTH, HOP_LENGTH, center=True) ** 2, axis=1))
     return (20.0 * np.log10(np.maximum(rms, 1e-5))).astype(np.float32)
 
 

@@ -9,13 +9,16 @@ long as the speech: a shorter video is extended by ping-pong looping (forward, b
 ...), a longer one is cut, a photo is held. Frames without a face pass through unchanged; with
 several faces the largest one speaks. Video is streamed: memory holds the face landmarks and a
 few batches of frames, not the video; decoding, the network's inputs (mouth blur, keypoint maps), the network
-with the paste, and encoding run side by side in four threads (``media.io.prefetch``), so the timings of the
-parts overlap (``encoding_and_decoding`` is what the total adds beyond preprocessing and the network).
+with the paste, and encoding run side by side in four threads (``media.io.prefetch``). The timings of the parts
+are each thread's own and overlap: with the cores shared, "network" includes waiting for them, the parts may add
+up to more than the total, and ``encoding_and_decoding`` (what the total adds beyond preprocessing and the
+network) is then 0.
 
     python -m pipelines.lipsync FACE SPEECH --out OUT.mp4 [--model DIR_OR_HUB_ID] [--max-seconds S] [--json]
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator
@@ -384,10 +387,12 @@ class MouthPainter:
         their own."""
         n_out, done = len(self.order), 0
         batches = self._batches_with_inputs(frames)
-        for batch, inputs in (prefetch(batches, PREPARE_AHEAD) if PREPARE_AHEAD else batches):
-            yield from self._generate_and_paste(batch, inputs)
-            done += len(batch)
-            say(0.35 + 0.6 * done / n_out, "generating the mouth")
+        # closed on the way out, early stop or error included: the inputs' thread stops then, not when collected
+        with contextlib.closing(prefetch(batches, PREPARE_AHEAD) if PREPARE_AHEAD else batches) as ready:
+            for batch, inputs in ready:
+                yield from self._generate_and_paste(batch, inputs)
+                done += len(batch)
+                say(0.35 + 0.6 * done / n_out, "generating the mouth")
 
     def _batches_with_inputs(self, frames: Iterator[np.ndarray]) -> Iterator[tuple[list, list]]:
         """(batch, inputs): BATCH (frame, output index) pairs and their network inputs (:meth:`_input`)."""

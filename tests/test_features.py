@@ -15,6 +15,7 @@ from media.features import (
     N_MELS,
     SAMPLE_RATE,
     SYNC_MEL_FRAMES,
+    WIN_LENGTH,
     frame_to_mel,
     log_mel,
     loudness_envelope,
@@ -85,12 +86,12 @@ def _librosa_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     spec = librosa.stft(audio, n_fft=N_FFT, hop_length=HOP_LENGTH, center=True)
     basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
     mel = np.maximum(10 * np.log10(np.maximum(basis @ (np.abs(spec) ** 2).astype(np.float32), 1e-10)), -100.0)
-    rms = librosa.feature.rms(y=audio, frame_length=N_FFT, hop_length=HOP_LENGTH, center=True)[0]
+    rms = librosa.feature.rms(y=audio, frame_length=WIN_LENGTH, hop_length=HOP_LENGTH, center=True)[0]
     return mel.astype(np.float32), librosa.feature.mfcc(S=mel.astype(np.float32), n_mfcc=13), \
         20 * np.log10(np.maximum(rms, 1e-5))
 
 
-@pytest.mark.parametrize("n", [1, 399, 800, 801, 16000 + 123])
+@pytest.mark.parametrize("n", [1, 399, 800, 801, 16000 + 123, 200 * 2500 + 7])  # 2501 frames: three FFT blocks
 def test_features_are_librosas_at_any_length(n):
     audio = np.random.default_rng(n).standard_normal(n).astype(np.float32)
     mel, cepstra, loudness = _librosa_features(audio)
