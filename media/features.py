@@ -55,12 +55,19 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= log_mel0, _MEL_LOG_HZ * np.exp(_MEL_LOG_STEP * (mel - log_mel0)), _MEL_SPACING * mel)
 
 
+def mel_frequencies(n: int, fmin: float, fmax: float) -> np.ndarray:
+    """``n`` frequencies (Hz) evenly spaced on Slaney's mel scale from ``fmin`` to ``fmax``, float64:
+    ``librosa.mel_frequencies(n_mels=n, fmin=fmin, fmax=fmax)``; with n_mels + 2 of them, :func:`mel_filters`'
+    band edges (each filter's centre is the one between its two edges)."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n))
+
+
 @lru_cache(maxsize=8)
 def mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
     """(n_mels, 1 + n_fft // 2) float32 triangular filters on Slaney's mel scale with Slaney's area norm:
     ``librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)``. Read-only (cached)."""
     bins = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(sr / 2 if fmax is None else fmax), n_mels + 2))
+    edges = mel_frequencies(n_mels + 2, fmin, sr / 2 if fmax is None else fmax)
     widths = np.diff(edges)
     ramps = edges[:, None] - bins[None, :]
     weights = np.zeros((n_mels, len(bins)), np.float32)

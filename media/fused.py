@@ -76,6 +76,7 @@ import librosa
 import numpy as np
 from scipy.signal import find_peaks
 
+from media.features import mel_filters, mel_frequencies
 from media.io import MediaError, iter_audio_chunks, probe
 
 __all__ = [
@@ -283,7 +284,7 @@ def fused_window(y: np.ndarray, sr: int, *, speech: bool) -> np.ndarray:
     flatness = librosa.feature.spectral_flatness(S=act)[0]
     contrast = librosa.feature.spectral_contrast(S=act, sr=SR, n_fft=N_FFT, fmin=100.0,
                                                  n_bands=6)
-    mel = _mel_basis() @ power
+    mel = mel_filters(SR, N_FFT, N_MELS, 30.0, SR / 2) @ power
     mel_db = _db(mel)
     mfcc = librosa.feature.mfcc(S=mel_db[:, active], n_mfcc=N_MFCC)
     chroma = librosa.feature.chroma_stft(S=power[:, active], sr=SR, n_fft=N_FFT,
@@ -304,21 +305,10 @@ def fused_window(y: np.ndarray, sr: int, *, speech: bool) -> np.ndarray:
     return np.nan_to_num(vec, nan=0.0, posinf=0.0, neginf=DB_FLOOR).astype(np.float32)
 
 
-_MEL_CACHE: dict[str, np.ndarray] = {}
-
-
-def _mel_basis() -> np.ndarray:
-    if "basis" not in _MEL_CACHE:
-        _MEL_CACHE["basis"] = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS, fmin=30.0,
-                                                  fmax=SR / 2)
-        centres = librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=30.0, fmax=SR / 2)[1:-1]
-        _MEL_CACHE["speech_band"] = (centres >= 300.0) & (centres <= 3000.0)
-    return _MEL_CACHE["basis"]
-
-
 def _mel_band_power(mel: np.ndarray) -> np.ndarray:
-    _mel_basis()
-    return mel[_MEL_CACHE["speech_band"]].sum(axis=0)
+    """The power of the mel bands centred within 300-3000 Hz (speech), per frame."""
+    centres = mel_frequencies(N_MELS + 2, 30.0, SR / 2)[1:-1]
+    return mel[(centres >= 300.0) & (centres <= 3000.0)].sum(axis=0)
 
 
 def iter_fused(path: str | os.PathLike, *, speech: bool, window_s: float = WINDOW_S,

@@ -20,6 +20,7 @@ from media.features import (
     log_mel,
     loudness_envelope,
     mel_filters,
+    mel_frequencies,
     mel_to_frame,
     mel_windows,
     mfcc,
@@ -111,11 +112,13 @@ def test_features_are_librosas_on_real_speech(media):
 
 @pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(16000, 800, 80, 55.0, 7600.0), (16000, 2048, 40, 0.0, 8000.0),
                                                           (22050, 2048, 128, 0.0, None)])
-def test_mel_filters_are_librosas(sr, n_fft, n_mels, fmin, fmax):
+def test_mel_filters_and_frequencies_are_librosas(sr, n_fft, n_mels, fmin, fmax):
     import librosa
 
     assert np.array_equal(mel_filters(sr, n_fft, n_mels, fmin, fmax),
                           librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    top = sr / 2 if fmax is None else fmax
+    assert np.array_equal(mel_frequencies(n_mels + 2, fmin, top), librosa.mel_frequencies(n_mels=n_mels + 2, fmin=fmin, fmax=top))
 
 
 def test_speech_features_and_the_offset_search_import_neither_librosa_nor_scipy_signal():
